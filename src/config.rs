@@ -1,0 +1,355 @@
+//! The command line (DESIGN.md: a contract; add flags, never rename) and
+//! the limits it sets, each default with its reason.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use getopts::Options;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub root: Option<PathBuf>,
+    pub backlog: u32,
+    pub max_conns: usize,
+    pub max_requests: u32,
+    pub idle_timeout: Duration,
+    pub min_idle_timeout: Duration,
+    pub header_timeout: Duration,
+    pub linger_timeout: Duration,
+    pub send_timeout: Duration,
+    pub quantum: u32,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub max_buffer_memory: usize,
+    pub access_log: Option<String>,
+    /// Test-only: close abortively instead of lingering, to prove the
+    /// lingering tests can fail. Set by `LINGER_TEST_ABORTIVE_CLOSE=1`;
+    /// deliberately not a flag.
+    pub abortive_close: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            root: None,
+            // Seed 001: a short backlog turns bursts into refused SYNs.
+            backlog: 1024,
+            max_conns: 10_000,
+            // Gettys & Freier §9: a cap restores the natural rotation of
+            // HTTP/1.0 without its cost per request.
+            max_requests: 1000,
+            // §11 and Mogul: most of the benefit of a persistent connection
+            // comes within about a minute.
+            idle_timeout: Duration::from_secs(60),
+            min_idle_timeout: Duration::from_secs(2),
+            header_timeout: Duration::from_secs(10),
+            // Apache and nginx drain for seconds, not minutes.
+            linger_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(60),
+            quantum: 4,
+            max_header_bytes: 8192,
+            max_body_bytes: 1 << 20,
+            // §11: memory, not CPU, is the controlling resource.
+            max_buffer_memory: 256 << 20,
+            access_log: None,
+            abortive_close: false,
+        }
+    }
+}
+
+/// What the command line asked for.
+pub enum Command {
+    Run(Box<Config>),
+    Help(String),
+    Version,
+}
+
+fn options() -> Options {
+    let d = Config::default();
+    let mut o = Options::new();
+    o.optopt(
+        "l",
+        "listen",
+        &format!("address to listen on [{}]", d.listen),
+        "ADDR",
+    );
+    o.optopt(
+        "r",
+        "root",
+        "directory to serve; without it the built-in demo site",
+        "DIR",
+    );
+    o.optopt(
+        "",
+        "backlog",
+        &format!("listen backlog [{}]", d.backlog),
+        "N",
+    );
+    o.optopt(
+        "",
+        "max-conns",
+        &format!("connection slots [{}]", d.max_conns),
+        "N",
+    );
+    o.optopt(
+        "",
+        "max-requests",
+        &format!(
+            "requests per connection, then Connection: close [{}]",
+            d.max_requests
+        ),
+        "N",
+    );
+    o.optopt(
+        "",
+        "idle-timeout",
+        &format!(
+            "keep-alive idle timeout when quiet [{}]",
+            secs(d.idle_timeout)
+        ),
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "min-idle-timeout",
+        &format!(
+            "idle timeout when slots or memory run short [{}]",
+            secs(d.min_idle_timeout)
+        ),
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "header-timeout",
+        &format!(
+            "time allowed to send a request head (and body) [{}]",
+            secs(d.header_timeout)
+        ),
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "linger-timeout",
+        &format!(
+            "how long a closing connection is drained [{}]",
+            secs(d.linger_timeout)
+        ),
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "send-timeout",
+        &format!(
+            "drop a client that reads nothing of its response for this long [{}]",
+            secs(d.send_timeout)
+        ),
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "quantum",
+        &format!("requests per connection per scheduler turn [{}]", d.quantum),
+        "N",
+    );
+    o.optopt(
+        "",
+        "max-header-bytes",
+        &format!("larger heads get 431 [{}]", d.max_header_bytes),
+        "N",
+    );
+    o.optopt(
+        "",
+        "max-body-bytes",
+        &format!("larger bodies get 413 [{}]", d.max_body_bytes),
+        "N",
+    );
+    o.optopt(
+        "",
+        "max-buffer-memory",
+        &format!(
+            "connection buffer memory that counts as full occupancy [{}]",
+            d.max_buffer_memory
+        ),
+        "BYTES",
+    );
+    o.optopt(
+        "",
+        "access-log",
+        "Common Log Format, '-' for stdout [off]",
+        "PATH",
+    );
+    o.optflag("h", "help", "print this help");
+    o.optflag("V", "version", "print the version");
+    o
+}
+
+fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0}")
+    } else {
+        format!("{s}")
+    }
+}
+
+/// Parse the arguments (without the program name). Errors are one line,
+/// meant for `linger: {error}` and exit code 2.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let opts = options();
+    let m = opts.parse(args).map_err(|e| e.to_string())?;
+    if m.opt_present("help") {
+        let brief = "Usage: linger [OPTIONS]\n\nA single-threaded, event-driven HTTP/1.1 server.";
+        let mut text = opts.usage(brief);
+        text.push_str("\nLogging: RUST_LOG=debug linger ...\n");
+        return Ok(Command::Help(text));
+    }
+    if m.opt_present("version") {
+        return Ok(Command::Version);
+    }
+    if let Some(extra) = m.free.first() {
+        return Err(format!("unexpected argument '{extra}' (see --help)"));
+    }
+    let mut c = Config::default();
+    if let Some(v) = m.opt_str("listen") {
+        c.listen = v
+            .parse()
+            .map_err(|_| format!("invalid value '{v}' for --listen: expected IP:PORT"))?;
+    }
+    c.root = m.opt_str("root").map(PathBuf::from);
+    if let Some(root) = &c.root {
+        if !root.is_dir() {
+            return Err(format!(
+                "invalid value '{}' for --root: not a directory",
+                root.display()
+            ));
+        }
+    }
+    c.backlog = number(&m, "backlog", c.backlog, 1, i32::MAX as u64)?;
+    c.max_conns = number(&m, "max-conns", c.max_conns, 1, 10_000_000)?;
+    c.max_requests = number(&m, "max-requests", c.max_requests, 1, u32::MAX as u64)?;
+    c.quantum = number(&m, "quantum", c.quantum, 1, 1_000_000)?;
+    c.max_header_bytes = number(&m, "max-header-bytes", c.max_header_bytes, 256, 1 << 20)?;
+    c.max_body_bytes = number(&m, "max-body-bytes", c.max_body_bytes, 0, u64::MAX >> 1)?;
+    c.max_buffer_memory = number(
+        &m,
+        "max-buffer-memory",
+        c.max_buffer_memory,
+        1 << 16,
+        usize::MAX as u64 >> 1,
+    )?;
+    c.idle_timeout = seconds(&m, "idle-timeout", c.idle_timeout)?;
+    c.min_idle_timeout = seconds(&m, "min-idle-timeout", c.min_idle_timeout)?;
+    c.header_timeout = seconds(&m, "header-timeout", c.header_timeout)?;
+    c.linger_timeout = seconds(&m, "linger-timeout", c.linger_timeout)?;
+    c.send_timeout = seconds(&m, "send-timeout", c.send_timeout)?;
+    if c.min_idle_timeout > c.idle_timeout {
+        if m.opt_present("min-idle-timeout") {
+            return Err("--min-idle-timeout must not exceed --idle-timeout".into());
+        }
+        // Only --idle-timeout was given, below the default minimum.
+        c.min_idle_timeout = c.idle_timeout;
+    }
+    c.access_log = m.opt_str("access-log");
+    c.abortive_close = std::env::var_os("LINGER_TEST_ABORTIVE_CLOSE").is_some_and(|v| v == "1");
+    Ok(Command::Run(Box::new(c)))
+}
+
+fn number<T>(m: &getopts::Matches, name: &str, default: T, min: u64, max: u64) -> Result<T, String>
+where
+    T: TryFrom<u64>,
+{
+    let Some(v) = m.opt_str(name) else {
+        return Ok(default);
+    };
+    let n: u64 = v
+        .parse()
+        .map_err(|_| format!("invalid value '{v}' for --{name}: expected a whole number"))?;
+    if n < min || n > max {
+        return Err(format!(
+            "invalid value '{v}' for --{name}: must be between {min} and {max}"
+        ));
+    }
+    T::try_from(n).map_err(|_| format!("invalid value '{v}' for --{name}: too large"))
+}
+
+/// Seconds, fractions allowed (tests use short timeouts), at least 1 ms.
+fn seconds(m: &getopts::Matches, name: &str, default: Duration) -> Result<Duration, String> {
+    let Some(v) = m.opt_str(name) else {
+        return Ok(default);
+    };
+    let bad = || format!("invalid value '{v}' for --{name}: expected seconds, like 5 or 0.5");
+    let s: f64 = v.parse().map_err(|_| bad())?;
+    if !s.is_finite() || !(0.001..=86_400.0 * 365.0).contains(&s) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        match parse(&args)? {
+            Command::Run(c) => Ok(*c),
+            _ => Err("not a run".into()),
+        }
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        let c = run(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        let c = run(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--idle-timeout",
+            "0.5",
+            "--quantum",
+            "8",
+        ])
+        .unwrap();
+        assert_eq!(c.idle_timeout, Duration::from_millis(500));
+        assert_eq!(c.min_idle_timeout, Duration::from_millis(500));
+        assert_eq!(c.quantum, 8);
+    }
+
+    #[test]
+    fn bad_input_is_one_clear_line() {
+        for args in [
+            &["--max-conns", "many"][..],
+            &["--max-conns", "0"],
+            &["--listen", "nowhere"],
+            &["--idle-timeout", "-1"],
+            &["--bogus"],
+            &["stray"],
+            &["--root", "/definitely/not/here"],
+            &["--idle-timeout", "5", "--min-idle-timeout", "9"],
+        ] {
+            let err = run(args).unwrap_err();
+            assert!(!err.contains('\n') && !err.is_empty(), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn help_lists_every_flag_with_its_default() {
+        let Ok(Command::Help(text)) = parse(&["--help".to_string()]) else {
+            panic!()
+        };
+        for flag in [
+            "--listen",
+            "--root",
+            "--max-conns",
+            "--idle-timeout",
+            "--quantum",
+            "--access-log",
+        ] {
+            assert!(text.contains(flag), "{flag}");
+        }
+        assert!(text.contains("[127.0.0.1:8080]") && text.contains("[10000]"));
+    }
+}

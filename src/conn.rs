@@ -1,0 +1,419 @@
+//! A connection record and its socket I/O, bounded per call.
+//!
+//! The record's `side` says what may still be done with the socket, and
+//! the types enforce it (seed 003: "under no circumstance further packets
+//! may be written ... after the stream was closed"):
+//!
+//! - `Open`: reads requests, writes responses. The only variant with a
+//!   write path.
+//! - `AwaitFin`: the last response is out; waiting for the client's FIN so
+//!   that it closes first (Gettys & Freier §7). Reads and discards.
+//! - `Lingering`: write half shut (`shutdown(Write)`), reading and
+//!   discarding until EOF or the linger limits (seed 000; §8: close each
+//!   half independently). `SO_LINGER` is never set.
+//!
+//! Moving from `Open` consumes it: once a connection is `AwaitFin` or
+//! `Lingering` there is no socket left that can write.
+
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
+
+use mio::net::TcpStream;
+
+use crate::http::output::Seg;
+use crate::http::{Output, Proto};
+use crate::lru::{Link, Linked};
+use crate::sys;
+
+/// Per-connection buffers: taken from the pool when there is work, given
+/// back when the connection goes idle, so an idle connection holds none.
+pub struct Bufs {
+    pub input: Vec<u8>,
+    /// Start of the unconsumed input.
+    pub start: usize,
+    pub out: Output,
+}
+
+impl Bufs {
+    pub fn unconsumed(&self) -> &[u8] {
+        &self.input[self.start..]
+    }
+
+    pub fn has_input(&self) -> bool {
+        self.start < self.input.len()
+    }
+
+    /// Bytes of memory held, for the buffer-memory budget.
+    pub fn memory(&self) -> usize {
+        self.input.capacity() + self.out.capacity()
+    }
+}
+
+/// A bounded free list of buffers.
+pub struct BufPool {
+    free: Vec<Box<Bufs>>,
+    input_capacity: usize,
+    max_free: usize,
+}
+
+impl BufPool {
+    pub fn new(input_capacity: usize, max_free: usize) -> BufPool {
+        BufPool {
+            free: Vec::new(),
+            input_capacity,
+            max_free,
+        }
+    }
+
+    pub fn take(&mut self) -> Box<Bufs> {
+        self.free.pop().unwrap_or_else(|| {
+            Box::new(Bufs {
+                input: Vec::with_capacity(self.input_capacity),
+                start: 0,
+                out: Output::default(),
+            })
+        })
+    }
+
+    pub fn give(&mut self, mut bufs: Box<Bufs>) {
+        if self.free.len() < self.max_free {
+            bufs.input.clear();
+            bufs.start = 0;
+            // A large response's buffer is not worth keeping for everyone.
+            bufs.out.trim(self.input_capacity);
+            self.free.push(bufs);
+        }
+    }
+
+    pub fn memory(&self) -> usize {
+        self.free.iter().map(|b| b.memory()).sum()
+    }
+}
+
+/// What a read or drain call found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Read something, or nothing was there.
+    Progress,
+    /// The buffer is full: back-pressure, stop reading (the client's TCP
+    /// window closes, Gettys & Freier §9).
+    Full,
+    /// The per-turn budget ran out with data still coming.
+    Budget,
+}
+
+pub struct Open {
+    sock: TcpStream,
+    /// mio is edge-triggered: these remember what the last edge said until
+    /// a call returns WouldBlock (or a short read/write, which on Linux and
+    /// the BSDs guarantees a new edge).
+    pub readable: bool,
+    pub writable: bool,
+    /// The client shut its write half (read returned 0).
+    pub peer_eof: bool,
+    /// The socket failed (reset, etc.): drop the connection.
+    pub failed: bool,
+    /// The last serve step found no complete request in the input.
+    pub need_input: bool,
+    /// A request was answered this turn (restarts the header timer).
+    pub progress: bool,
+    pub proto: Proto,
+    pub bufs: Option<Box<Bufs>>,
+}
+
+/// Socket whose owner may only read and discard: no write method exists.
+pub struct ReadOnly {
+    sock: TcpStream,
+    pub readable: bool,
+    pub eof: bool,
+    pub failed: bool,
+    pub drained: u64,
+}
+
+pub enum Side {
+    Open(Open),
+    AwaitFin(ReadOnly),
+    Lingering(ReadOnly),
+    /// Transitional placeholder while moving between sides; a record is
+    /// never left in it across phases.
+    Gone,
+}
+
+pub struct Conn {
+    pub link: Link,
+    pub peer: SocketAddr,
+    pub in_runq: bool,
+    pub side: Side,
+}
+
+impl Linked for Conn {
+    fn link(&self) -> &Link {
+        &self.link
+    }
+    fn link_mut(&mut self) -> &mut Link {
+        &mut self.link
+    }
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, peer: SocketAddr) -> Conn {
+        Conn {
+            link: Link::default(),
+            peer,
+            in_runq: false,
+            side: Side::Open(Open {
+                sock,
+                // With TCP_DEFER_ACCEPT the first request is usually there.
+                readable: true,
+                writable: true,
+                peer_eof: false,
+                failed: false,
+                need_input: false,
+                progress: false,
+                proto: Proto::new(),
+                bufs: None,
+            }),
+        }
+    }
+
+    /// A newcomer refused at the door: answer, then linger like any close.
+    pub fn refused(sock: TcpStream, peer: SocketAddr, answer: &[u8]) -> Conn {
+        // A fresh socket's send buffer is empty: the short answer fits.
+        let _ = sys::send(sock.as_raw_fd(), answer, false);
+        Conn {
+            link: Link::default(),
+            peer,
+            in_runq: false,
+            side: Side::Lingering(ReadOnly::shut(sock)),
+        }
+    }
+
+    pub fn mark_readable(&mut self) {
+        match &mut self.side {
+            Side::Open(o) => o.readable = true,
+            Side::AwaitFin(r) | Side::Lingering(r) => r.readable = true,
+            Side::Gone => {}
+        }
+    }
+
+    pub fn mark_writable(&mut self) {
+        if let Side::Open(o) = &mut self.side {
+            o.writable = true;
+        }
+    }
+
+    /// `Open` -> `AwaitFin`: stop writing, keep the write half open a little
+    /// so the client's FIN comes first. Buffers must have been returned.
+    pub fn await_fin(&mut self) {
+        if let Side::Open(o) = std::mem::replace(&mut self.side, Side::Gone) {
+            self.side = Side::AwaitFin(ReadOnly::keep(o.sock, o.readable));
+        }
+    }
+
+    /// `Open` or `AwaitFin` -> `Lingering`: shut the write half.
+    pub fn linger(&mut self) {
+        self.side = match std::mem::replace(&mut self.side, Side::Gone) {
+            Side::Open(o) => Side::Lingering(ReadOnly::shut(o.sock)),
+            Side::AwaitFin(r) => Side::Lingering(r.shut_write()),
+            other => other,
+        };
+    }
+}
+
+impl Open {
+    /// Read what is available into the input buffer, up to its capacity.
+    pub fn read_input(&mut self) -> ReadOutcome {
+        let Some(bufs) = self.bufs.as_mut() else {
+            return ReadOutcome::Progress;
+        };
+        if bufs.start == bufs.input.len() {
+            bufs.input.clear();
+            bufs.start = 0;
+        } else if bufs.start > 0
+            && bufs.input.capacity() - bufs.input.len() < bufs.input.capacity() / 4
+        {
+            // Compact only when the tail is short: one memmove of what is
+            // left, amortised over many requests.
+            bufs.input.drain(..bufs.start);
+            bufs.start = 0;
+        }
+        let spare = bufs.input.capacity() - bufs.input.len();
+        if spare == 0 {
+            return ReadOutcome::Full;
+        }
+        let len = bufs.input.len();
+        bufs.input.resize(len + spare, 0);
+        let result = read_retrying(&mut self.sock, &mut bufs.input[len..]);
+        match result {
+            Ok(0) => {
+                bufs.input.truncate(len);
+                self.peer_eof = true;
+                self.readable = false;
+                ReadOutcome::Progress
+            }
+            Ok(n) => {
+                bufs.input.truncate(len + n);
+                self.need_input = false;
+                if n < spare {
+                    // Short read: the socket is drained; a new edge will come.
+                    self.readable = false;
+                    ReadOutcome::Progress
+                } else {
+                    ReadOutcome::Budget
+                }
+            }
+            Err(e) => {
+                bufs.input.truncate(len);
+                self.readable = false;
+                if !sys::is_would_block(&e) {
+                    self.failed = true;
+                }
+                ReadOutcome::Progress
+            }
+        }
+    }
+
+    /// Read and drop input (after the last request: nothing more is read).
+    pub fn discard_input(&mut self, scratch: &mut [u8], budget: usize) -> ReadOutcome {
+        let d = drain(&mut self.sock, &mut self.readable, scratch, budget);
+        self.peer_eof |= d.eof;
+        self.failed |= d.failed;
+        d.outcome
+    }
+
+    /// Write pending output, at most `budget` bytes this turn. Returns
+    /// bytes written.
+    pub fn flush(&mut self, budget: u64) -> u64 {
+        let Some(bufs) = self.bufs.as_mut() else {
+            return 0;
+        };
+        let fd = self.sock.as_raw_fd();
+        let mut written = 0u64;
+        while self.writable && written < budget {
+            let out = &mut bufs.out;
+            let (want, result) = match out.front() {
+                None => break,
+                Some(Seg::Mem { buf, pos }) => {
+                    let more = matches!(out.second(), Some(Seg::File { .. }));
+                    let chunk = &buf[*pos..];
+                    (chunk.len() as u64, sys::send(fd, chunk, more))
+                }
+                Some(Seg::File { file, off, end }) => {
+                    let want = (end - off).min(budget - written);
+                    (want, sys::sendfile(fd, file, *off, want))
+                }
+            };
+            match result {
+                Ok(n) => {
+                    out.advance(n as u64);
+                    written += n as u64;
+                    if (n as u64) < want {
+                        // Short write: the send buffer is full.
+                        self.writable = false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if sys::is_would_block(&e) => self.writable = false,
+                Err(_) => {
+                    self.failed = true;
+                    self.writable = false;
+                }
+            }
+        }
+        written
+    }
+
+    pub fn output_pending(&self) -> bool {
+        self.bufs.as_ref().is_some_and(|b| !b.out.is_empty())
+    }
+}
+
+impl ReadOnly {
+    fn keep(sock: TcpStream, readable: bool) -> ReadOnly {
+        ReadOnly {
+            sock,
+            readable,
+            eof: false,
+            failed: false,
+            drained: 0,
+        }
+    }
+
+    /// Shut the write half: the client sees our FIN after every byte we
+    /// wrote, and its late requests meet a socket that still reads.
+    fn shut(sock: TcpStream) -> ReadOnly {
+        let failed = sock.shutdown(Shutdown::Write).is_err();
+        ReadOnly {
+            sock,
+            readable: true,
+            eof: false,
+            failed,
+            drained: 0,
+        }
+    }
+
+    fn shut_write(self) -> ReadOnly {
+        let mut r = ReadOnly::shut(self.sock);
+        r.drained = self.drained;
+        r
+    }
+
+    /// Read and discard, up to `budget` bytes.
+    pub fn drain(&mut self, scratch: &mut [u8], budget: usize) -> ReadOutcome {
+        let d = drain(&mut self.sock, &mut self.readable, scratch, budget);
+        self.eof |= d.eof;
+        self.failed |= d.failed;
+        self.drained += d.bytes;
+        d.outcome
+    }
+}
+
+/// What one drain call did.
+struct Drained {
+    outcome: ReadOutcome,
+    bytes: u64,
+    eof: bool,
+    failed: bool,
+}
+
+fn drain(sock: &mut TcpStream, readable: &mut bool, scratch: &mut [u8], budget: usize) -> Drained {
+    let mut d = Drained {
+        outcome: ReadOutcome::Progress,
+        bytes: 0,
+        eof: false,
+        failed: false,
+    };
+    while *readable {
+        if d.bytes >= budget as u64 {
+            d.outcome = ReadOutcome::Budget;
+            break;
+        }
+        match read_retrying(sock, scratch) {
+            Ok(0) => {
+                d.eof = true;
+                *readable = false;
+            }
+            Ok(n) => {
+                d.bytes += n as u64;
+                if n < scratch.len() {
+                    *readable = false;
+                }
+            }
+            Err(e) => {
+                *readable = false;
+                d.failed = !sys::is_would_block(&e);
+            }
+        }
+    }
+    d
+}
+
+fn read_retrying(sock: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match sock.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}

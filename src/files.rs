@@ -1,0 +1,744 @@
+//! Static files: path cleaning and confinement to the root, MIME types, an
+//! in-memory cache of metadata and small bodies with pre-rendered fields
+//! (revalidated by `stat` at most once a second per file), conditional
+//! requests (RFC 9110 §13) and single byte ranges (RFC 9110 §14).
+//!
+//! Without a root, the built-in demo site (compiled into the binary) is
+//! served from the same cache, never revalidated.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::http::reply::{self, push_decimal, push_hex};
+use crate::http::{Head, Method, Reply, Status};
+use crate::site;
+
+/// Files up to this size are kept in memory and copied into the output;
+/// larger ones are sent with `sendfile` from a cached descriptor.
+pub const SMALL_FILE: u64 = 64 * 1024;
+/// Bound on cached small-file bodies; past it the cache starts over.
+const MAX_CACHED_BYTES: usize = 64 * 1024 * 1024;
+/// Bound on cache entries (each may hold a descriptor).
+const MAX_ENTRIES: usize = 4096;
+
+/// FNV-1a: request paths are short and come from a trusted cache key
+/// space (only paths that resolved to files are stored), so a fast hash
+/// beats SipHash here.
+#[derive(Default)]
+pub struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvMap<V> = HashMap<Box<str>, V, BuildHasherDefault<Fnv>>;
+
+enum Body {
+    Mem(Box<[u8]>),
+    File(Rc<File>),
+}
+
+/// One servable file and its pre-rendered fields.
+pub struct Entry {
+    /// Canonical path on disk; `None` for built-in files.
+    fs_path: Option<PathBuf>,
+    /// Unix second of the last `stat`.
+    checked: u64,
+    ino: u64,
+    mtime_ns: i128,
+    size: u64,
+    mtime_secs: u64,
+    etag: Box<[u8]>,
+    last_modified: [u8; 29],
+    /// `Content-Type`, `Last-Modified`, `ETag`, `Accept-Ranges` lines.
+    fields: Box<[u8]>,
+    body: Body,
+}
+
+/// Why a path did not resolve to a file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Miss {
+    NotFound,
+    /// The path names a directory without the trailing slash.
+    Redirect(String),
+    /// The path is malformed (bad escape, NUL, `..`).
+    BadPath,
+}
+
+pub struct Files {
+    root: Option<PathBuf>,
+    cache: FnvMap<Rc<Entry>>,
+    cached_bytes: usize,
+}
+
+impl Files {
+    /// Serve `root` (canonicalised), or the built-in site when `None`.
+    pub fn new(root: Option<&Path>, now: SystemTime) -> io::Result<Files> {
+        let root = match root {
+            Some(r) => {
+                let canon = fs::canonicalize(r)?;
+                if !canon.is_dir() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "not a directory",
+                    ));
+                }
+                Some(canon)
+            }
+            None => None,
+        };
+        let mut files = Files {
+            root,
+            cache: FnvMap::default(),
+            cached_bytes: 0,
+        };
+        if files.root.is_none() {
+            files.load_builtin(now);
+        }
+        Ok(files)
+    }
+
+    fn load_builtin(&mut self, now: SystemTime) {
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        for &(path, data) in site::FILES {
+            let entry = Rc::new(Entry::new(
+                None,
+                0,
+                secs,
+                data.len() as u64,
+                mime_of(path),
+                Body::Mem(data.into()),
+            ));
+            if let Some(dir) = path.strip_suffix("index.html") {
+                self.cache.insert(dir.into(), entry.clone());
+            }
+            self.cache.insert(path.into(), entry);
+        }
+    }
+
+    /// Find the file for a request path (raw, still percent-encoded).
+    pub fn lookup(&mut self, raw: &str, now_secs: u64) -> Result<Rc<Entry>, Miss> {
+        if let Some(entry) = self.cache.get(raw) {
+            if entry.fs_path.is_none() || entry.checked == now_secs {
+                return Ok(entry.clone());
+            }
+            let entry = entry.clone();
+            if let Some(fresh) = self.revalidate(raw, &entry, now_secs) {
+                return Ok(fresh);
+            }
+        }
+        let Some(root) = &self.root else {
+            return Err(if raw.contains("..") || raw.contains('\0') {
+                Miss::BadPath
+            } else {
+                Miss::NotFound
+            });
+        };
+        let (path, is_dir_request) = resolve(root, raw)?;
+        let entry = Rc::new(load(root, &path, is_dir_request, raw, now_secs)?);
+        self.insert(raw, entry.clone());
+        Ok(entry)
+    }
+
+    /// `stat` the file again (at most once a second): unchanged entries are
+    /// stamped fresh; changed or vanished ones are dropped and reloaded.
+    fn revalidate(&mut self, raw: &str, entry: &Rc<Entry>, now_secs: u64) -> Option<Rc<Entry>> {
+        let path = entry.fs_path.as_ref()?;
+        let same = fs::metadata(path).is_ok_and(|m| {
+            m.ino() == entry.ino
+                && m.len() == entry.size
+                && mtime_ns(&m) == entry.mtime_ns
+                && m.is_file()
+        });
+        let removed = self.cache.remove(raw)?;
+        self.cached_bytes -= removed.mem_len();
+        if !same {
+            return None;
+        }
+        // Unchanged: rebuild the record with a fresh stamp, sharing the body.
+        let fresh = Rc::new(Entry {
+            fs_path: entry.fs_path.clone(),
+            checked: now_secs,
+            ino: entry.ino,
+            mtime_ns: entry.mtime_ns,
+            size: entry.size,
+            mtime_secs: entry.mtime_secs,
+            etag: entry.etag.clone(),
+            last_modified: entry.last_modified,
+            fields: entry.fields.clone(),
+            body: match &entry.body {
+                Body::Mem(b) => Body::Mem(b.clone()),
+                Body::File(f) => Body::File(f.clone()),
+            },
+        });
+        self.insert(raw, fresh.clone());
+        Some(fresh)
+    }
+
+    fn insert(&mut self, raw: &str, entry: Rc<Entry>) {
+        if self.cache.len() >= MAX_ENTRIES || self.cached_bytes + entry.mem_len() > MAX_CACHED_BYTES
+        {
+            // Crude but bounded: start over. Hot files come back on the next
+            // request; the working sets linger serves fit easily.
+            self.cache.clear();
+            self.cached_bytes = 0;
+        }
+        self.cached_bytes += entry.mem_len();
+        self.cache.insert(raw.into(), entry);
+    }
+
+    /// Answer GET or HEAD for `entry`, honouring conditionals and ranges.
+    pub fn respond(&self, head: &Head<'_>, entry: &Entry, reply: &mut Reply<'_>) {
+        match evaluate(head, entry) {
+            Decision::Full => {
+                let buf = reply.start(Status::OK);
+                buf.extend_from_slice(&entry.fields);
+                reply.end_head(entry.size);
+                entry.write_body(reply, 0, entry.size);
+            }
+            Decision::Partial { first, last } => {
+                let buf = reply.start(Status::PARTIAL_CONTENT);
+                buf.extend_from_slice(&entry.fields);
+                buf.extend_from_slice(b"Content-Range: bytes ");
+                push_decimal(buf, first);
+                buf.push(b'-');
+                push_decimal(buf, last);
+                buf.push(b'/');
+                push_decimal(buf, entry.size);
+                buf.extend_from_slice(b"\r\n");
+                let len = last - first + 1;
+                reply.end_head(len);
+                entry.write_body(reply, first, len);
+            }
+            Decision::NotModified => {
+                let buf = reply.start(Status::NOT_MODIFIED);
+                reply::field(buf, "ETag", &entry.etag);
+                reply::field(buf, "Last-Modified", &entry.last_modified);
+                reply.end_head_framed();
+            }
+            Decision::PreconditionFailed => reply.simple(Status::PRECONDITION_FAILED, b""),
+            Decision::Unsatisfiable => {
+                let mut extra = b"Content-Range: bytes */".to_vec();
+                push_decimal(&mut extra, entry.size);
+                extra.extend_from_slice(b"\r\n");
+                reply.simple(Status::RANGE_NOT_SATISFIABLE, &extra);
+            }
+        }
+    }
+}
+
+impl Entry {
+    fn new(
+        fs_path: Option<PathBuf>,
+        ino: u64,
+        mtime_secs: u64,
+        size: u64,
+        mime: &str,
+        body: Body,
+    ) -> Entry {
+        Entry::with_mtime(
+            fs_path,
+            ino,
+            i128::from(mtime_secs) * 1_000_000_000,
+            size,
+            mime,
+            body,
+            0,
+        )
+    }
+
+    fn with_mtime(
+        fs_path: Option<PathBuf>,
+        ino: u64,
+        mtime_ns: i128,
+        size: u64,
+        mime: &str,
+        body: Body,
+        checked: u64,
+    ) -> Entry {
+        let mtime_secs = u64::try_from(mtime_ns.div_euclid(1_000_000_000)).unwrap_or(0);
+        let last_modified = reply::http_date(UNIX_EPOCH + Duration::from_secs(mtime_secs));
+        // nginx-style validator: modification time and size, in hex.
+        let mut etag = vec![b'"'];
+        push_hex(&mut etag, mtime_secs);
+        etag.push(b'-');
+        push_hex(&mut etag, size);
+        etag.push(b'"');
+        let mut fields = Vec::with_capacity(160);
+        reply::field(&mut fields, "Content-Type", mime.as_bytes());
+        reply::field(&mut fields, "Last-Modified", &last_modified);
+        reply::field(&mut fields, "ETag", &etag);
+        fields.extend_from_slice(b"Accept-Ranges: bytes\r\n");
+        Entry {
+            fs_path,
+            checked,
+            ino,
+            mtime_ns,
+            size,
+            mtime_secs,
+            etag: etag.into(),
+            last_modified,
+            fields: fields.into(),
+            body,
+        }
+    }
+
+    fn mem_len(&self) -> usize {
+        match &self.body {
+            Body::Mem(b) => b.len(),
+            Body::File(_) => 0,
+        }
+    }
+
+    fn write_body(&self, reply: &mut Reply<'_>, off: u64, len: u64) {
+        match &self.body {
+            Body::Mem(bytes) => reply.body(&bytes[off as usize..(off + len) as usize]),
+            Body::File(file) => reply.body_file(file.clone(), off, len),
+        }
+    }
+}
+
+/// Percent-decode and clean a request path, then map it under `root`.
+/// Returns the path on disk and whether the request named a directory
+/// (trailing slash).
+fn resolve(root: &Path, raw: &str) -> Result<(PathBuf, bool), Miss> {
+    let decoded = percent_decode(raw.as_bytes()).ok_or(Miss::BadPath)?;
+    let mut path = root.to_path_buf();
+    for segment in decoded.split(|&b| b == b'/') {
+        match segment {
+            b"" | b"." => {}
+            // Clients remove dot-segments before sending (RFC 3986 §5.2.4);
+            // one that arrives is an attempt to leave the root.
+            b".." => return Err(Miss::BadPath),
+            _ if segment.contains(&0) || segment.contains(&b'\\') => return Err(Miss::BadPath),
+            // Hidden files (.git, .env) are not published, except the
+            // well-known URIs of RFC 8615.
+            _ if segment.starts_with(b".") && segment != b".well-known" => {
+                return Err(Miss::NotFound);
+            }
+            _ => path.push(std::ffi::OsStr::from_bytes(segment)),
+        }
+    }
+    Ok((path, raw.ends_with('/')))
+}
+
+fn load(
+    root: &Path,
+    path: &Path,
+    is_dir_request: bool,
+    raw: &str,
+    now_secs: u64,
+) -> Result<Entry, Miss> {
+    let meta = fs::metadata(path).map_err(|_| Miss::NotFound)?;
+    let path = if meta.is_dir() {
+        if !is_dir_request {
+            return Err(Miss::Redirect(format!("{raw}/")));
+        }
+        path.join("index.html")
+    } else if is_dir_request {
+        return Err(Miss::NotFound);
+    } else {
+        path.to_path_buf()
+    };
+    open_regular(root, &path, now_secs).map_err(|_| Miss::NotFound)
+}
+
+/// Open a regular file confined to the root. Symlinks are resolved first
+/// and the result must still be a regular file: device files and FIFOs are
+/// never opened (opening a FIFO would block the loop).
+fn open_regular(root: &Path, path: &Path, now_secs: u64) -> io::Result<Entry> {
+    let meta = fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(io::ErrorKind::NotFound.into());
+    }
+    let canon = fs::canonicalize(path)?;
+    if !canon.starts_with(root) {
+        // A symlink pointing out of the root: as if it were not there.
+        return Err(io::ErrorKind::NotFound.into());
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&canon)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::ErrorKind::NotFound.into());
+    }
+    let size = meta.len();
+    let body = if size <= SMALL_FILE {
+        let mut data = Vec::with_capacity(size as usize);
+        (&file).take(size).read_to_end(&mut data)?;
+        if data.len() as u64 != size {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Body::Mem(data.into())
+    } else {
+        Body::File(Rc::new(file))
+    };
+    let mime = mime_of(&canon.to_string_lossy());
+    Ok(Entry::with_mtime(
+        Some(canon),
+        meta.ino(),
+        mtime_ns(&meta),
+        size,
+        mime,
+        body,
+        now_secs,
+    ))
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> i128 {
+    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
+}
+
+/// Decode %XX escapes. `None` for a malformed escape or an encoded NUL.
+pub fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b == b'%' {
+            let hi = (*raw.get(i + 1)? as char).to_digit(16)?;
+            let lo = (*raw.get(i + 2)? as char).to_digit(16)?;
+            let v = (hi * 16 + lo) as u8;
+            if v == 0 {
+                return None;
+            }
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// MIME type by extension; text types name their charset.
+pub fn mime_of(path: &str) -> &'static str {
+    let ext = path.rsplit_once('.').map_or("", |(_, e)| e);
+    let ext = ext.to_ascii_lowercase();
+    match ext.as_str() {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "json" => "application/json",
+        "txt" | "text" => "text/plain; charset=utf-8",
+        "md" => "text/markdown; charset=utf-8",
+        "csv" => "text/csv; charset=utf-8",
+        "xml" => "application/xml",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "avif" => "image/avif",
+        "ico" => "image/x-icon",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "ttf" => "font/ttf",
+        "otf" => "font/otf",
+        "pdf" => "application/pdf",
+        "wasm" => "application/wasm",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "mp3" => "audio/mpeg",
+        "ogg" => "audio/ogg",
+        "wav" => "audio/wav",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "tar" => "application/x-tar",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The outcome of RFC 9110 §13.2.2's evaluation order.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    Full,
+    Partial { first: u64, last: u64 },
+    NotModified,
+    PreconditionFailed,
+    Unsatisfiable,
+}
+
+fn evaluate(head: &Head<'_>, entry: &Entry) -> Decision {
+    let safe = matches!(head.method, Method::Get | Method::Head);
+    // 1-2: If-Match, else If-Unmodified-Since.
+    if let Some(list) = head.if_match {
+        if !etag_matches(list, &entry.etag, true) {
+            return Decision::PreconditionFailed;
+        }
+    } else if let Some(date) = head.if_unmodified_since.and_then(parse_date) {
+        if entry.mtime_secs > date {
+            return Decision::PreconditionFailed;
+        }
+    }
+    // 3-4: If-None-Match, else If-Modified-Since (GET/HEAD only).
+    if let Some(list) = head.if_none_match {
+        if etag_matches(list, &entry.etag, false) {
+            return if safe {
+                Decision::NotModified
+            } else {
+                Decision::PreconditionFailed
+            };
+        }
+    } else if let Some(date) = head.if_modified_since.filter(|_| safe).and_then(parse_date) {
+        if entry.mtime_secs <= date {
+            return Decision::NotModified;
+        }
+    }
+    // 5: Range, for GET only, unless If-Range says the client's copy is stale.
+    let Some(range) = head.range.filter(|_| head.method == Method::Get) else {
+        return Decision::Full;
+    };
+    if let Some(validator) = head.if_range {
+        let fresh = if validator.starts_with(b"\"") {
+            validator == &*entry.etag
+        } else {
+            parse_date(validator) == Some(entry.mtime_secs)
+        };
+        if !fresh {
+            return Decision::Full;
+        }
+    }
+    match parse_range(range, entry.size) {
+        RangeSpec::Ignore => Decision::Full,
+        RangeSpec::Unsatisfiable => Decision::Unsatisfiable,
+        RangeSpec::Bytes(first, last) => Decision::Partial { first, last },
+    }
+}
+
+fn parse_date(value: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(value).ok()?;
+    let t = httpdate::parse_http_date(s).ok()?;
+    Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs())
+}
+
+/// Match an `If-Match`/`If-None-Match` list against our (strong) tag.
+/// `strong` comparison never matches a weak tag (RFC 9110 §8.8.3.2).
+fn etag_matches(list: &[u8], etag: &[u8], strong: bool) -> bool {
+    if crate::http::parse::trim(list) == b"*" {
+        return true;
+    }
+    list.split(|&b| b == b',')
+        .map(crate::http::parse::trim)
+        .any(|tag| match tag.strip_prefix(b"W/") {
+            Some(weak) => !strong && weak == etag,
+            None => tag == etag,
+        })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RangeSpec {
+    /// Malformed, multiple ranges, or another unit: serve the whole file
+    /// (RFC 9110 §14.2 lets a server ignore Range).
+    Ignore,
+    Unsatisfiable,
+    Bytes(u64, u64),
+}
+
+fn parse_range(value: &[u8], size: u64) -> RangeSpec {
+    use crate::http::parse::{parse_decimal, trim};
+    let value = trim(value);
+    if value.len() < 6 || !value[..6].eq_ignore_ascii_case(b"bytes=") {
+        return RangeSpec::Ignore;
+    }
+    let spec = trim(&value[6..]);
+    if spec.contains(&b',') {
+        return RangeSpec::Ignore;
+    }
+    let Some(dash) = spec.iter().position(|&b| b == b'-') else {
+        return RangeSpec::Ignore;
+    };
+    let (first, last) = (trim(&spec[..dash]), trim(&spec[dash + 1..]));
+    if first.is_empty() {
+        // suffix-range: the last N bytes.
+        return match parse_decimal(last) {
+            Some(0) => RangeSpec::Unsatisfiable,
+            Some(_) if size == 0 => RangeSpec::Unsatisfiable,
+            Some(n) => RangeSpec::Bytes(size.saturating_sub(n), size - 1),
+            None => RangeSpec::Ignore,
+        };
+    }
+    let Some(first) = parse_decimal(first) else {
+        return RangeSpec::Ignore;
+    };
+    let last = if last.is_empty() {
+        u64::MAX
+    } else {
+        match parse_decimal(last) {
+            Some(l) if l >= first => l,
+            _ => return RangeSpec::Ignore,
+        }
+    };
+    if first >= size {
+        return RangeSpec::Unsatisfiable;
+    }
+    RangeSpec::Bytes(first, last.min(size - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::parse::{Parsed, parse_head};
+
+    fn entry(size: u64) -> Entry {
+        Entry::new(
+            None,
+            1,
+            1_000_000,
+            size,
+            "text/plain",
+            Body::Mem(vec![b'x'; size as usize].into()),
+        )
+    }
+
+    fn decide(req: &str, e: &Entry) -> Decision {
+        match parse_head(req.as_bytes(), 8192) {
+            Ok(Parsed::Head(h)) => evaluate(&h, e),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(b"bytes=0-9", 100), RangeSpec::Bytes(0, 9));
+        assert_eq!(parse_range(b"bytes=90-", 100), RangeSpec::Bytes(90, 99));
+        assert_eq!(parse_range(b"bytes=-10", 100), RangeSpec::Bytes(90, 99));
+        assert_eq!(parse_range(b"bytes=-1000", 100), RangeSpec::Bytes(0, 99));
+        assert_eq!(parse_range(b"bytes=50-5000", 100), RangeSpec::Bytes(50, 99));
+        assert_eq!(parse_range(b"bytes=100-", 100), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range(b"bytes=-0", 100), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range(b"bytes=0-1,5-6", 100), RangeSpec::Ignore);
+        assert_eq!(parse_range(b"bytes=9-1", 100), RangeSpec::Ignore);
+        assert_eq!(parse_range(b"items=0-1", 100), RangeSpec::Ignore);
+    }
+
+    #[test]
+    fn conditional_order() {
+        let e = entry(10);
+        let tag = String::from_utf8(e.etag.to_vec()).unwrap();
+        let lm = String::from_utf8(e.last_modified.to_vec()).unwrap();
+        let base = "GET / HTTP/1.1\r\nHost: h\r\n";
+        assert_eq!(
+            decide(&format!("{base}If-None-Match: {tag}\r\n\r\n"), &e),
+            Decision::NotModified
+        );
+        assert_eq!(
+            decide(&format!("{base}If-None-Match: W/{tag}\r\n\r\n"), &e),
+            Decision::NotModified
+        );
+        assert_eq!(
+            decide(&format!("{base}If-None-Match: \"other\"\r\n\r\n"), &e),
+            Decision::Full
+        );
+        assert_eq!(
+            decide(&format!("{base}If-Modified-Since: {lm}\r\n\r\n"), &e),
+            Decision::NotModified
+        );
+        // If-None-Match wins over If-Modified-Since.
+        assert_eq!(
+            decide(
+                &format!("{base}If-None-Match: \"x\"\r\nIf-Modified-Since: {lm}\r\n\r\n"),
+                &e
+            ),
+            Decision::Full
+        );
+        assert_eq!(
+            decide(&format!("{base}If-Match: \"x\"\r\n\r\n"), &e),
+            Decision::PreconditionFailed
+        );
+        assert_eq!(
+            decide(&format!("{base}If-Match: W/{tag}\r\n\r\n"), &e),
+            Decision::PreconditionFailed
+        );
+        assert_eq!(
+            decide(&format!("{base}If-Match: *\r\n\r\n"), &e),
+            Decision::Full
+        );
+        assert_eq!(
+            decide(
+                &format!("{base}If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n\r\n"),
+                &e
+            ),
+            Decision::PreconditionFailed
+        );
+        assert_eq!(
+            decide(&format!("{base}Range: bytes=2-3\r\n\r\n"), &e),
+            Decision::Partial { first: 2, last: 3 }
+        );
+        assert_eq!(
+            decide(
+                &format!("{base}Range: bytes=2-3\r\nIf-Range: \"old\"\r\n\r\n"),
+                &e
+            ),
+            Decision::Full
+        );
+        assert_eq!(
+            decide(
+                &format!("{base}Range: bytes=2-3\r\nIf-Range: {tag}\r\n\r\n"),
+                &e
+            ),
+            Decision::Partial { first: 2, last: 3 }
+        );
+        assert_eq!(
+            decide(&format!("{base}Range: bytes=20-\r\n\r\n"), &e),
+            Decision::Unsatisfiable
+        );
+        assert_eq!(
+            decide("HEAD / HTTP/1.1\r\nHost: h\r\nRange: bytes=2-3\r\n\r\n", &e),
+            Decision::Full
+        );
+    }
+
+    #[test]
+    fn decoding() {
+        assert_eq!(percent_decode(b"/a%20b%2F"), Some(b"/a b/".to_vec()));
+        assert_eq!(percent_decode(b"/%2"), None);
+        assert_eq!(percent_decode(b"/%zz"), None);
+        assert_eq!(percent_decode(b"/%00"), None);
+    }
+
+    #[test]
+    fn resolve_refuses_escapes() {
+        let root = Path::new("/srv");
+        assert_eq!(resolve(root, "/a/../b"), Err(Miss::BadPath));
+        assert_eq!(resolve(root, "/%2e%2e/etc/passwd"), Err(Miss::BadPath));
+        assert_eq!(resolve(root, "/a%2f..%2fb"), Err(Miss::BadPath));
+        assert_eq!(resolve(root, "/a\\b"), Err(Miss::BadPath));
+        assert_eq!(resolve(root, "/.git/config"), Err(Miss::NotFound));
+        // Double encoding decodes once: "%2e" is a literal file name.
+        assert_eq!(
+            resolve(root, "/%252e%252e/x"),
+            Ok((PathBuf::from("/srv/%2e%2e/x"), false))
+        );
+        assert_eq!(resolve(root, "/d/"), Ok((PathBuf::from("/srv/d"), true)));
+    }
+
+    #[test]
+    fn mime() {
+        assert_eq!(mime_of("/a/b.HTML"), "text/html; charset=utf-8");
+        assert_eq!(mime_of("/noext"), "application/octet-stream");
+    }
+}

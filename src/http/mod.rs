@@ -1,0 +1,175 @@
+//! The pure protocol core. Nothing here sees a socket, the slab, mio or the
+//! clock: bytes and the time go in, response bytes and decisions come out,
+//! so every state is testable with byte strings (see `service` for the
+//! request-to-response step built on these pieces).
+
+pub mod body;
+pub mod output;
+pub mod parse;
+pub mod reply;
+
+pub use body::BodyDecoder;
+pub use output::Output;
+pub use parse::{BodyLength, Head, Method, Parsed, Reject, Version};
+pub use reply::{Persist, Status};
+
+/// How a connection whose exchange is over should be closed. The choice
+/// follows from who decided to close and how the last response is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseKind {
+    /// The client asked to close (`Connection: close`, or HTTP/1.0 without
+    /// keep-alive) and the last response is length-delimited: let the
+    /// client close first so TIME_WAIT lands on its side (Gettys & Freier
+    /// §7), then fall back to shutdown-and-drain.
+    ClientFirst,
+    /// The server decided (error, request cap, leftovers): shut the write
+    /// half now and drain (seed 000, Gettys & Freier §8).
+    ServerFirst,
+}
+
+/// Where one connection's request stream stands.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reading {
+    /// Expecting the next request head.
+    Head,
+    /// Inside a request body nobody consumes: decoded and dropped, counting
+    /// against `left` (the body limit).
+    Discard { decoder: BodyDecoder, left: u64 },
+    /// Inside a request body kept for the application (a publish).
+    Collect {
+        decoder: BodyDecoder,
+        body: Vec<u8>,
+        limit: usize,
+    },
+    /// No further request will be read; close once the output has drained.
+    Done(CloseKind),
+}
+
+/// The per-connection protocol state: lives as long as the connection,
+/// small enough to keep in every connection record.
+#[derive(Debug)]
+pub struct Proto {
+    pub served: u32,
+    pub reading: Reading,
+}
+
+impl Proto {
+    pub fn new() -> Proto {
+        Proto {
+            served: 0,
+            reading: Reading::Head,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.reading, Reading::Done(_))
+    }
+
+    pub fn close_kind(&self) -> Option<CloseKind> {
+        match self.reading {
+            Reading::Done(kind) => Some(kind),
+            _ => None,
+        }
+    }
+
+    /// Stop reading requests. A server-side reason wins over a client one.
+    pub fn finish(&mut self, kind: CloseKind) {
+        self.reading = match self.reading {
+            Reading::Done(CloseKind::ServerFirst) => Reading::Done(CloseKind::ServerFirst),
+            _ => Reading::Done(kind),
+        };
+    }
+}
+
+impl Default for Proto {
+    fn default() -> Self {
+        Proto::new()
+    }
+}
+
+/// Writes one response into the output: the head with the fields every
+/// response carries, then the body unless the request was HEAD.
+pub struct Reply<'a> {
+    pub out: &'a mut Output,
+    pub date: &'a [u8; 29],
+    pub persist: Persist,
+    pub head_only: bool,
+    /// Body bytes queued, for the access log.
+    pub body_bytes: u64,
+    pub status: Status,
+}
+
+impl<'a> Reply<'a> {
+    pub fn new(
+        out: &'a mut Output,
+        date: &'a [u8; 29],
+        persist: Persist,
+        head_only: bool,
+    ) -> Reply<'a> {
+        Reply {
+            out,
+            date,
+            persist,
+            head_only,
+            body_bytes: 0,
+            status: Status::OK,
+        }
+    }
+
+    /// Status line, `Server`, `Date`; returns the buffer for more fields.
+    pub fn start(&mut self, status: Status) -> &mut Vec<u8> {
+        self.status = status;
+        let buf = self.out.bytes();
+        reply::start(buf, status, self.date);
+        buf
+    }
+
+    /// `Content-Length`, persistence fields and the blank line.
+    pub fn end_head(&mut self, content_length: u64) {
+        let persist = self.persist;
+        let buf = self.out.bytes();
+        reply::content_length(buf, content_length);
+        reply::persist(buf, persist);
+        reply::end(buf);
+    }
+
+    /// End a head whose framing the caller wrote (chunked, close-delimited,
+    /// or a 304 with none).
+    pub fn end_head_framed(&mut self) {
+        let persist = self.persist;
+        let buf = self.out.bytes();
+        reply::persist(buf, persist);
+        reply::end(buf);
+    }
+
+    pub fn body(&mut self, data: &[u8]) {
+        if !self.head_only {
+            self.out.bytes().extend_from_slice(data);
+            self.body_bytes += data.len() as u64;
+        }
+    }
+
+    pub fn body_file(&mut self, file: std::rc::Rc<std::fs::File>, off: u64, len: u64) {
+        if !self.head_only {
+            self.out.file(file, off, len);
+            self.body_bytes += len;
+        }
+    }
+
+    /// A complete short response: `extra` holds ready field lines.
+    pub fn simple(&mut self, status: Status, extra: &[u8]) {
+        self.status = status;
+        let send_body = !self.head_only;
+        reply::simple(
+            self.out.bytes(),
+            status,
+            self.date,
+            self.persist,
+            extra,
+            send_body,
+        );
+        if send_body && !status.has_no_body() {
+            self.body_bytes = status.reason().len() as u64 + 5;
+        }
+    }
+}

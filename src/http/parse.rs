@@ -1,0 +1,552 @@
+//! Request heads. Read RFC 9112 §2-§3 and §6.3 first: httparse tokenizes the
+//! request line and fields; this module applies the framing rules on top and
+//! extracts the handful of fields linger acts on, borrowing from the input so
+//! that parsing allocates nothing.
+
+use super::reply::Status;
+
+/// Field lines per head. More gets 431: no legitimate client needs them, and
+/// httparse wants a fixed array on the stack.
+pub const MAX_HEADERS: usize = 64;
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4), what `h2load` sends
+/// without `--h1`.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Options,
+    Post,
+    Put,
+    Delete,
+    Trace,
+    Patch,
+    Connect,
+    /// A method linger does not know at all: 501 (RFC 9110 §9.1).
+    Other,
+}
+
+impl Method {
+    fn from_token(m: &str) -> Method {
+        match m {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "OPTIONS" => Method::Options,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "TRACE" => Method::Trace,
+            "PATCH" => Method::Patch,
+            "CONNECT" => Method::Connect,
+            _ => Method::Other,
+        }
+    }
+
+    /// Methods whose requests carry content by definition, so a missing
+    /// length is the client's error (411) rather than "no body".
+    pub fn expects_content(self) -> bool {
+        matches!(self, Method::Post | Method::Put | Method::Patch)
+    }
+}
+
+/// How the request body is delimited (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyLength {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A parsed request head. Every slice borrows from the connection's input.
+#[derive(Debug)]
+pub struct Head<'a> {
+    pub method: Method,
+    pub method_str: &'a str,
+    /// The request target exactly as sent (for the access log).
+    pub target: &'a str,
+    /// The path: origin-form, or absolute-form with scheme and authority
+    /// removed; never empty, query and fragment removed.
+    pub path: &'a str,
+    pub query: &'a str,
+    pub version: Version,
+    pub host: Option<&'a [u8]>,
+    /// Whether the client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    /// The client said `Connection: close` (as opposed to HTTP/1.0 default).
+    pub client_close: bool,
+    pub body: BodyLength,
+    pub expect_continue: bool,
+    pub if_match: Option<&'a [u8]>,
+    pub if_none_match: Option<&'a [u8]>,
+    pub if_modified_since: Option<&'a [u8]>,
+    pub if_unmodified_since: Option<&'a [u8]>,
+    pub if_range: Option<&'a [u8]>,
+    pub range: Option<&'a [u8]>,
+    pub accept_event_stream: bool,
+    pub last_event_id: Option<&'a [u8]>,
+    pub authorization: Option<&'a [u8]>,
+    /// Bytes of input the head occupied.
+    pub len: usize,
+}
+
+/// Why a head was refused, with the status it earns. Every reject closes the
+/// connection: after a framing error the next request cannot be found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reject {
+    pub status: Status,
+    pub why: &'static str,
+}
+
+impl Reject {
+    pub const fn new(status: Status, why: &'static str) -> Reject {
+        Reject { status, why }
+    }
+}
+
+/// The outcome of looking for a request head at the start of `input`.
+#[derive(Debug)]
+pub enum Parsed<'a> {
+    /// The head is not complete yet.
+    Partial,
+    Head(Head<'a>),
+    /// The peer speaks HTTP/2 (prior knowledge): refuse clearly.
+    Http2Preface,
+}
+
+/// Parse one request head from the start of `input`.
+///
+/// `max_head` bounds the whole head: an incomplete head already longer gets
+/// 414 if the request line alone is too long, else 431.
+pub fn parse_head(input: &[u8], max_head: usize) -> Result<Parsed<'_>, Reject> {
+    if input.starts_with(H2_PREFACE)
+        || (input.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(input) && !input.is_empty())
+    {
+        return if input.len() >= H2_PREFACE.len() {
+            Ok(Parsed::Http2Preface)
+        } else {
+            Ok(Parsed::Partial)
+        };
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let len = match req.parse(input) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            return if input.len() > max_head {
+                Err(too_large(input, max_head))
+            } else {
+                Ok(Parsed::Partial)
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Reject::new(
+                Status::HEADERS_TOO_LARGE,
+                "too many header fields",
+            ));
+        }
+        Err(httparse::Error::Version) => return Err(version_error(input)),
+        Err(_) => return Err(Reject::new(Status::BAD_REQUEST, "malformed request head")),
+    };
+    if len > max_head {
+        return Err(too_large(input, max_head));
+    }
+    let (Some(method_str), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(Reject::new(Status::BAD_REQUEST, "incomplete request line"));
+    };
+    let version = if minor == 0 {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+    let method = Method::from_token(method_str);
+    let (path, query) = split_target(method, target)?;
+    let mut head = Head {
+        method,
+        method_str,
+        target,
+        path,
+        query,
+        version,
+        host: None,
+        keep_alive: false,
+        client_close: false,
+        body: BodyLength::None,
+        expect_continue: false,
+        if_match: None,
+        if_none_match: None,
+        if_modified_since: None,
+        if_unmodified_since: None,
+        if_range: None,
+        range: None,
+        accept_event_stream: false,
+        last_event_id: None,
+        authorization: None,
+        len,
+    };
+    read_fields(&mut head, req.headers)?;
+    if version == Version::Http11 && head.host.is_none() {
+        // RFC 9112 §3.2: a 1.1 request without Host is a 400.
+        return Err(Reject::new(
+            Status::BAD_REQUEST,
+            "HTTP/1.1 request without Host",
+        ));
+    }
+    Ok(Parsed::Head(head))
+}
+
+fn too_large(input: &[u8], max_head: usize) -> Reject {
+    let line_end = input.iter().position(|&b| b == b'\n');
+    match line_end {
+        Some(end) if end <= max_head => {
+            Reject::new(Status::HEADERS_TOO_LARGE, "request head too large")
+        }
+        _ => Reject::new(Status::URI_TOO_LONG, "request line too long"),
+    }
+}
+
+/// httparse reports any version it cannot parse the same way; answer 505
+/// only when the client really named another HTTP version.
+fn version_error(input: &[u8]) -> Reject {
+    let line = input.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let token = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    let well_formed = token.len() == 8
+        && token.starts_with(b"HTTP/")
+        && token[5].is_ascii_digit()
+        && token[6] == b'.'
+        && token[7].is_ascii_digit();
+    if well_formed {
+        Reject::new(Status::VERSION_NOT_SUPPORTED, "HTTP version not supported")
+    } else {
+        Reject::new(Status::BAD_REQUEST, "malformed request line")
+    }
+}
+
+/// Split the request target into path and query (RFC 9112 §3.2).
+fn split_target(method: Method, target: &str) -> Result<(&str, &str), Reject> {
+    let rest = if target.starts_with('/') {
+        target
+    } else if target == "*" {
+        if method != Method::Options {
+            return Err(Reject::new(
+                Status::BAD_REQUEST,
+                "asterisk-form only for OPTIONS",
+            ));
+        }
+        return Ok(("*", ""));
+    } else if let Some(after_scheme) = strip_scheme(target) {
+        // absolute-form: drop the authority, keep the path (RFC 9112 §3.2.2).
+        match after_scheme.find(['/', '?']) {
+            Some(i) if after_scheme.as_bytes()[i] == b'/' => &after_scheme[i..],
+            _ => "/",
+        }
+    } else if method == Method::Connect {
+        // authority-form: CONNECT is refused later with 405.
+        return Ok(("*", ""));
+    } else {
+        return Err(Reject::new(Status::BAD_REQUEST, "malformed request target"));
+    };
+    let rest = rest.split('#').next().unwrap_or(rest);
+    Ok(match rest.split_once('?') {
+        Some((path, query)) => (path, query),
+        None => (rest, ""),
+    })
+}
+
+fn strip_scheme(target: &str) -> Option<&str> {
+    for scheme in ["http://", "https://"] {
+        if target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            return Some(&target[scheme.len()..]);
+        }
+    }
+    None
+}
+
+fn read_fields<'a>(head: &mut Head<'a>, fields: &[httparse::Header<'a>]) -> Result<(), Reject> {
+    let mut keep_alive_token = false;
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    for field in fields {
+        let name = field.name;
+        let value = trim(field.value);
+        // Dispatch on length first: most fields are rejected by one compare.
+        match name.len() {
+            4 if name.eq_ignore_ascii_case("host") => {
+                if head.host.is_some() {
+                    return Err(Reject::new(Status::BAD_REQUEST, "more than one Host"));
+                }
+                if value.iter().any(|&b| b == b' ' || b == b'\t' || b == b'/') {
+                    return Err(Reject::new(Status::BAD_REQUEST, "malformed Host"));
+                }
+                head.host = Some(value);
+            }
+            10 if name.eq_ignore_ascii_case("connection") => {
+                for token in value.split(|&b| b == b',') {
+                    let token = trim(token);
+                    if token.eq_ignore_ascii_case(b"close") {
+                        head.client_close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive_token = true;
+                    }
+                }
+            }
+            14 if name.eq_ignore_ascii_case("content-length") => {
+                // RFC 9112 §6.3 (5): repeated identical values may be
+                // accepted; anything else is a smuggling attempt.
+                for part in value.split(|&b| b == b',') {
+                    let n = parse_decimal(trim(part))
+                        .ok_or(Reject::new(Status::BAD_REQUEST, "malformed Content-Length"))?;
+                    if content_length.is_some_and(|prev| prev != n) {
+                        return Err(Reject::new(
+                            Status::BAD_REQUEST,
+                            "conflicting Content-Length",
+                        ));
+                    }
+                    content_length = Some(n);
+                }
+            }
+            17 if name.eq_ignore_ascii_case("transfer-encoding") => {
+                check_transfer_encoding(value, transfer_encoding)?;
+                transfer_encoding = true;
+            }
+            6 if name.eq_ignore_ascii_case("expect") => {
+                if value.eq_ignore_ascii_case(b"100-continue") {
+                    head.expect_continue = true;
+                } else {
+                    return Err(Reject::new(
+                        Status::EXPECTATION_FAILED,
+                        "unsupported expectation",
+                    ));
+                }
+            }
+            8 if name.eq_ignore_ascii_case("if-match") => head.if_match = Some(value),
+            13 if name.eq_ignore_ascii_case("if-none-match") => head.if_none_match = Some(value),
+            17 if name.eq_ignore_ascii_case("if-modified-since") => {
+                head.if_modified_since = Some(value)
+            }
+            19 if name.eq_ignore_ascii_case("if-unmodified-since") => {
+                head.if_unmodified_since = Some(value)
+            }
+            8 if name.eq_ignore_ascii_case("if-range") => head.if_range = Some(value),
+            5 if name.eq_ignore_ascii_case("range") => head.range = Some(value),
+            6 if name.eq_ignore_ascii_case("accept") => {
+                head.accept_event_stream |= contains(value, b"text/event-stream");
+            }
+            13 if name.eq_ignore_ascii_case("last-event-id") => head.last_event_id = Some(value),
+            13 if name.eq_ignore_ascii_case("authorization") => head.authorization = Some(value),
+            _ => {}
+        }
+    }
+    head.body = match (content_length, transfer_encoding) {
+        // RFC 9112 §6.3 (3): both present is a smuggling signature; refuse.
+        (Some(_), true) => {
+            return Err(Reject::new(
+                Status::BAD_REQUEST,
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        (_, true) => BodyLength::Chunked,
+        (Some(0), false) | (None, false) => BodyLength::None,
+        (Some(n), false) => BodyLength::Length(n),
+    };
+    head.keep_alive = !head.client_close
+        && match head.version {
+            Version::Http11 => true,
+            Version::Http10 => keep_alive_token,
+        };
+    if transfer_encoding && head.version == Version::Http10 {
+        // RFC 9112 §6.1: a 1.0 message with Transfer-Encoding is suspect;
+        // answer it, then close.
+        head.keep_alive = false;
+    }
+    Ok(())
+}
+
+/// Accept only `chunked`, once, as the final coding (RFC 9112 §6.1, §6.3).
+fn check_transfer_encoding(value: &[u8], seen_before: bool) -> Result<(), Reject> {
+    let mut codings = value
+        .split(|&b| b == b',')
+        .map(trim)
+        .filter(|c| !c.is_empty());
+    let Some(last) = codings.next_back() else {
+        return Err(Reject::new(Status::BAD_REQUEST, "empty Transfer-Encoding"));
+    };
+    if seen_before || !last.eq_ignore_ascii_case(b"chunked") {
+        return Err(Reject::new(
+            Status::BAD_REQUEST,
+            "chunked is not the final transfer coding",
+        ));
+    }
+    if codings.next().is_some() {
+        return Err(Reject::new(
+            Status::NOT_IMPLEMENTED,
+            "unsupported transfer coding",
+        ));
+    }
+    Ok(())
+}
+
+/// 1*DIGIT with overflow checked; no sign, no spaces inside.
+pub fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
+}
+
+pub fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(input: &[u8]) -> Head<'_> {
+        match parse_head(input, 8192) {
+            Ok(Parsed::Head(h)) => h,
+            other => panic!("expected a head, got {other:?}"),
+        }
+    }
+
+    fn reject(input: &[u8]) -> u16 {
+        match parse_head(input, 8192) {
+            Err(r) => r.status.code(),
+            other => panic!("expected a reject, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn origin_form_with_query() {
+        let h = head(b"GET /a/b?x=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((h.path, h.query), ("/a/b", "x=1"));
+        assert!(h.keep_alive);
+        assert_eq!(h.body, BodyLength::None);
+        assert_eq!(h.len, 34);
+    }
+
+    #[test]
+    fn absolute_form_drops_authority() {
+        let h = head(b"GET http://example.com/x?y HTTP/1.0\r\n\r\n");
+        assert_eq!((h.path, h.query), ("/x", "y"));
+        let h = head(b"GET HTTP://example.com HTTP/1.0\r\n\r\n");
+        assert_eq!(h.path, "/");
+    }
+
+    #[test]
+    fn persistence_follows_version_and_connection() {
+        assert!(!head(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(head(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(
+            !head(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n").keep_alive
+        );
+    }
+
+    #[test]
+    fn framing_rules() {
+        assert_eq!(
+            head(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n").body,
+            BodyLength::Length(5)
+        );
+        assert_eq!(
+            head(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\n").body,
+            BodyLength::Length(5)
+        );
+        assert_eq!(
+            head(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n").body,
+            BodyLength::Chunked
+        );
+        assert_eq!(
+            reject(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            reject(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            reject(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            reject(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            reject(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            reject(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            501
+        );
+    }
+
+    #[test]
+    fn versions_and_limits() {
+        assert_eq!(reject(b"GET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(reject(b"GET / HTTP/2.0\r\n\r\n"), 505);
+        assert_eq!(reject(b"GET / HTTP/1.2\r\n\r\n"), 505);
+        assert_eq!(reject(b"GET / FTP/1.1\r\n\r\n"), 400);
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(9000));
+        assert_eq!(reject(long.as_bytes()), 414);
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(9000));
+        assert_eq!(reject(big.as_bytes()), 431);
+    }
+
+    #[test]
+    fn h2_preface_is_recognised_even_split() {
+        assert!(matches!(
+            parse_head(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 8192),
+            Ok(Parsed::Http2Preface)
+        ));
+        assert!(matches!(parse_head(b"PRI * HT", 8192), Ok(Parsed::Partial)));
+    }
+
+    #[test]
+    fn every_split_is_partial_until_complete() {
+        let full = b"GET /x HTTP/1.1\r\nHost: a\r\nRange: bytes=0-1\r\n\r\n";
+        for cut in 0..full.len() {
+            assert!(
+                matches!(parse_head(&full[..cut], 8192), Ok(Parsed::Partial)),
+                "cut at {cut} should be partial"
+            );
+        }
+        assert_eq!(head(full).range, Some(&b"bytes=0-1"[..]));
+    }
+}

@@ -1,0 +1,19 @@
+//! linger: a single-threaded, event-driven HTTP/1.1 server that gets
+//! connection management right. Start at `server.rs` (the loop), then
+//! `conn.rs` (a connection's sides), `sched.rs` and `lru.rs` (the
+//! scheduler and the timer lists), `service.rs` and `http/` (the pure
+//! protocol core).
+
+pub mod access_log;
+pub mod config;
+pub mod conn;
+pub mod files;
+pub mod http;
+pub mod lru;
+pub mod policy;
+pub mod sched;
+pub mod server;
+pub mod service;
+pub mod site;
+pub mod status;
+pub mod sys;

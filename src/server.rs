@@ -1,0 +1,803 @@
+//! The loop: one `mio::Poll`, one `Slab<Conn>`, no threads. One turn reads
+//! as its own table of contents (Gettys & Freier §9, "modified round
+//! robin"):
+//!
+//! 1. poll (timeout 0 while work is queued, else the earliest deadline)
+//! 2. record events: set readiness flags, queue the connection; no I/O
+//! 3. accept every pending connection, making room by eviction when full
+//! 4. read: every queued connection reads what is available (bounded)
+//! 5. serve: round-robin passes, one request per connection per pass, at
+//!    most `--quantum` per connection per turn
+//! 6. flush: one write (or sendfile) run per connection
+//! 7. settle: decide each connection's next place (run queue, a timer
+//!    list, idle, closing)
+//! 8. expire timers from the heads of the FIFO lists
+//!
+//! mio is edge-triggered: a connection that stops before WouldBlock (a
+//! budget, the quantum) re-enters the run queue explicitly in step 7.
+
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use log::{debug, info, trace, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::access_log::AccessLog;
+use crate::config::Config;
+use crate::conn::{BufPool, Conn, ReadOutcome, Side};
+use crate::files::Files;
+use crate::http::reply::{self, DateCache};
+use crate::http::{CloseKind, Persist, Reading, Status};
+use crate::lru::{CLASSES, Class, Lists};
+use crate::policy::{
+    self, CLIENT_FIRST_GRACE_MS, DRAIN_BUDGET, LINGER_MAX_BYTES, OUT_HIGH_WATER, WRITE_BUDGET,
+};
+use crate::sched::Scheduler;
+use crate::service::{Ctx, Limits, Service, Step};
+use crate::status::Stats;
+use crate::sys;
+
+const LISTENER: Token = Token(usize::MAX);
+/// Events taken per poll. More wait for the next turn; nothing is lost.
+const EVENTS: usize = 1024;
+/// Descriptors kept back from connections: listener, poll, log, reserve,
+/// files being served.
+const SPARE_FDS: u64 = 64;
+
+pub struct Server {
+    poll: Poll,
+    events: Events,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    conns: Slab<Conn>,
+    /// Connections with work for the next turn (deduplicated by `in_runq`).
+    runq: Vec<usize>,
+    /// This turn's snapshot of the run queue.
+    batch: Vec<usize>,
+    sched: Scheduler,
+    lists: Lists,
+    pool: BufPool,
+    /// Buffer sets currently held by connections.
+    bufs_out: usize,
+    /// Nominal bytes of one buffer set, for the memory occupancy.
+    bufs_nominal: usize,
+    service: Service,
+    stats: Stats,
+    cfg: Config,
+    started: Instant,
+    /// Milliseconds since start, fixed for the whole turn.
+    now: u64,
+    date: DateCache,
+    idle_timeout_ms: u64,
+    /// Closing connections (lingering or awaiting the client's FIN) allowed
+    /// beside the live slots.
+    max_closing: usize,
+    scratch: Box<[u8]>,
+    accept_ready: bool,
+    /// Accept failed for want of descriptors; retry when one closes.
+    accept_starved: bool,
+    reserve: Option<File>,
+}
+
+impl Server {
+    pub fn new(mut cfg: Config) -> io::Result<Server> {
+        let nofile = sys::raise_nofile_limit();
+        let max_closing = (cfg.max_conns / 4).max(64);
+        let needed = (cfg.max_conns + max_closing) as u64 + SPARE_FDS;
+        if needed > nofile {
+            let fit = nofile.saturating_sub(SPARE_FDS) * 4 / 5;
+            warn!(
+                "descriptor limit {nofile} is below what --max-conns {} needs ({needed}); using {fit} slots",
+                cfg.max_conns
+            );
+            cfg.max_conns = (fit as usize).max(1);
+        }
+        let (std_listener, backlog) = sys::listen(cfg.listen, cfg.backlog)?;
+        let mut listener = TcpListener::from_std(std_listener);
+        let local_addr = listener.local_addr()?;
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let now_wall = SystemTime::now();
+        let files = Files::new(cfg.root.as_deref(), now_wall)?;
+        let log = cfg.access_log.as_deref().map(AccessLog::open).transpose()?;
+        let limits = Limits {
+            max_head: cfg.max_header_bytes,
+            max_body: cfg.max_body_bytes,
+            max_requests: cfg.max_requests,
+        };
+        // The input buffer holds a whole head with room to spare, so an
+        // oversized head is detected (431) before the buffer is full.
+        let input_capacity = (16 * 1024).max(cfg.max_header_bytes + 1024);
+        info!(
+            "slots {} (+{} closing), descriptor limit {}, backlog {} (asked {}), serving {}",
+            cfg.max_conns,
+            max_closing,
+            nofile,
+            backlog,
+            cfg.backlog,
+            cfg.root.as_ref().map_or_else(
+                || "the built-in demo site".to_string(),
+                |r| r.display().to_string()
+            )
+        );
+        let mut stats = Stats::default();
+        stats.gauges.max_conns = cfg.max_conns;
+        stats.gauges.max_buffer_bytes = cfg.max_buffer_memory;
+        let idle_timeout_ms = cfg.idle_timeout.as_millis() as u64;
+        Ok(Server {
+            poll,
+            events: Events::with_capacity(EVENTS),
+            listener,
+            local_addr,
+            conns: Slab::with_capacity(1024),
+            runq: Vec::new(),
+            batch: Vec::new(),
+            sched: Scheduler::default(),
+            lists: Lists::default(),
+            pool: BufPool::new(input_capacity, policy::POOL_MAX_FREE),
+            bufs_out: 0,
+            bufs_nominal: input_capacity + OUT_HIGH_WATER as usize,
+            service: Service::new(files, limits, log),
+            stats,
+            started: Instant::now(),
+            now: 0,
+            date: DateCache::new(now_wall),
+            idle_timeout_ms,
+            max_closing,
+            scratch: vec![0; DRAIN_BUDGET].into_boxed_slice(),
+            accept_ready: false,
+            accept_starved: false,
+            reserve: sys::reserve_fd(),
+            cfg,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn run(&mut self) -> io::Result<()> {
+        loop {
+            self.turn()?;
+        }
+    }
+
+    /// One turn of the loop.
+    pub fn turn(&mut self) -> io::Result<()> {
+        let timeout = if self.runq.is_empty() && !self.accept_ready {
+            self.next_deadline()
+        } else {
+            Some(Duration::ZERO)
+        };
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        self.tick();
+        self.record_events();
+        self.accept_all();
+        self.take_batch();
+        self.read_phase();
+        self.serve_phase();
+        self.flush_phase();
+        self.settle_phase();
+        self.expire_timers();
+        if let Some(log) = &mut self.service.log {
+            log.flush();
+        }
+        Ok(())
+    }
+
+    /// Fix the clock for the turn and refresh what depends on it.
+    fn tick(&mut self) {
+        self.now = self.started.elapsed().as_millis() as u64;
+        self.date.update(SystemTime::now());
+        let slots = self.live() as f64 / self.cfg.max_conns as f64;
+        let memory = (self.bufs_out * self.bufs_nominal) as f64 / self.cfg.max_buffer_memory as f64;
+        self.idle_timeout_ms = policy::adaptive_idle_timeout(
+            self.cfg.idle_timeout.as_millis() as u64,
+            self.cfg.min_idle_timeout.as_millis() as u64,
+            slots,
+            memory,
+        );
+        let g = &mut self.stats.gauges;
+        g.active = self.conns.len();
+        g.reading = self.lists.len(Class::Header);
+        g.writing = self.lists.len(Class::Send);
+        g.idle = self.lists.len(Class::Idle);
+        g.lingering = self.lists.len(Class::Linger) + self.lists.len(Class::CloseWait);
+        g.idle_timeout_ms = self.idle_timeout_ms;
+        g.buffer_bytes = self.bufs_out * self.bufs_nominal + self.pool.memory();
+    }
+
+    /// Connections holding a slot: all but the closing ones.
+    fn live(&self) -> usize {
+        self.conns.len() - self.closing()
+    }
+
+    fn closing(&self) -> usize {
+        self.lists.len(Class::Linger) + self.lists.len(Class::CloseWait)
+    }
+
+    fn timeout_ms(&self, class: Class) -> u64 {
+        match class {
+            Class::Header => self.cfg.header_timeout.as_millis() as u64,
+            Class::Idle => self.idle_timeout_ms,
+            Class::Send => self.cfg.send_timeout.as_millis() as u64,
+            Class::CloseWait => CLIENT_FIRST_GRACE_MS,
+            Class::Linger => self.cfg.linger_timeout.as_millis() as u64,
+        }
+    }
+
+    /// The earliest deadline among the lists' heads (each list is sorted).
+    fn next_deadline(&self) -> Option<Duration> {
+        let now = self.started.elapsed().as_millis() as u64;
+        CLASSES
+            .iter()
+            .filter_map(|&class| {
+                let key = self.lists.front(class)?;
+                Some(self.conns.get(key)?.link.since + self.timeout_ms(class))
+            })
+            .min()
+            .map(|due| Duration::from_millis(due.saturating_sub(now) + 1))
+    }
+
+    fn record_events(&mut self) {
+        for event in self.events.iter() {
+            if event.token() == LISTENER {
+                self.accept_ready = true;
+                continue;
+            }
+            let key = event.token().0;
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                conn.mark_readable();
+            }
+            if event.is_writable() || event.is_write_closed() {
+                conn.mark_writable();
+            }
+            if !conn.in_runq {
+                conn.in_runq = true;
+                self.runq.push(key);
+            }
+        }
+    }
+
+    fn push_runq(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.in_runq {
+                conn.in_runq = true;
+                self.runq.push(key);
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        while self.accept_ready {
+            match self.listener.accept() {
+                Ok((sock, peer)) => self.admit(sock, peer),
+                Err(e) if sys::is_would_block(&e) => self.accept_ready = false,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) if sys::is_out_of_descriptors(&e) => {
+                    self.stats.counters.accept_errors += 1;
+                    self.shed_pending(&e);
+                }
+                Err(e) => {
+                    warn!("accept: {e}");
+                    self.accept_ready = false;
+                }
+            }
+        }
+    }
+
+    /// Out of descriptors: spend the reserve to answer the waiting clients
+    /// 503 and close them, rather than leave them to time out in the
+    /// backlog, and stop accepting until a descriptor frees up.
+    fn shed_pending(&mut self, e: &io::Error) {
+        warn!("accept: {e}; refusing pending connections until descriptors free up");
+        if let Some(reserve) = self.reserve.take() {
+            drop(reserve);
+            let mut answer = Vec::new();
+            reply::simple(
+                &mut answer,
+                Status::SERVICE_UNAVAILABLE,
+                self.date.text(),
+                Persist::Close,
+                b"Retry-After: 1\r\n",
+                true,
+            );
+            while let Ok((sock, _)) = self.listener.accept() {
+                self.stats.counters.rejected += 1;
+                let _ = sys::send(std::os::fd::AsRawFd::as_raw_fd(&sock), &answer, false);
+            }
+            self.reserve = sys::reserve_fd();
+        }
+        self.accept_ready = false;
+        self.accept_starved = true;
+    }
+
+    /// Take a new connection into a slot, making room if all are in use.
+    fn admit(&mut self, mut sock: TcpStream, peer: SocketAddr) {
+        self.stats.counters.accepted += 1;
+        if self.live() >= self.cfg.max_conns && !self.make_room() {
+            self.stats.counters.rejected += 1;
+            return self.refuse(sock, peer);
+        }
+        // Responses are written whole, once per turn: Nagle would only
+        // delay the last segment.
+        let _ = sock.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut sock,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("register: {e}");
+            return;
+        }
+        entry.insert(Conn::new(sock, peer));
+        trace!("#{key} accepted from {peer}");
+        self.lists
+            .enter(&mut self.conns, key, Class::Header, self.now);
+        self.push_runq(key);
+    }
+
+    /// Free a slot (Gettys & Freier §5, §9): a slow request head first,
+    /// then the least recently used idle connection. Both close with the
+    /// handshake, so the slot's client sees a clean EOF.
+    fn make_room(&mut self) -> bool {
+        let victim = self
+            .lists
+            .front(Class::Header)
+            .filter(|&k| {
+                self.conns
+                    .get(k)
+                    .is_some_and(|c| c.link.since + policy::SLOW_HEAD_MS <= self.now)
+            })
+            .or_else(|| self.lists.front(Class::Idle));
+        let Some(key) = victim else { return false };
+        debug!("#{key} evicted to make room");
+        self.stats.counters.evicted += 1;
+        self.begin_linger(key);
+        true
+    }
+
+    /// No slot could be freed: `503` with `Retry-After`, then the same
+    /// graceful close as everyone else.
+    fn refuse(&mut self, mut sock: TcpStream, peer: SocketAddr) {
+        self.make_closing_room();
+        let mut answer = Vec::new();
+        let retry = format!("Retry-After: {}\r\n", policy::RETRY_AFTER_SECS);
+        reply::simple(
+            &mut answer,
+            Status::SERVICE_UNAVAILABLE,
+            self.date.text(),
+            Persist::Close,
+            retry.as_bytes(),
+            true,
+        );
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if self
+            .poll
+            .registry()
+            .register(&mut sock, Token(key), Interest::READABLE)
+            .is_err()
+        {
+            return;
+        }
+        entry.insert(Conn::refused(sock, peer, &answer));
+        self.stats.counters.lingering_closes += 1;
+        self.lists
+            .enter(&mut self.conns, key, Class::Linger, self.now);
+        self.push_runq(key);
+    }
+
+    /// Closing connections are bounded too: past the bound, the one that
+    /// has drained longest is closed outright.
+    fn make_closing_room(&mut self) {
+        if self.closing() >= self.max_closing {
+            if let Some(oldest) = self
+                .lists
+                .front(Class::Linger)
+                .or_else(|| self.lists.front(Class::CloseWait))
+            {
+                self.close_now(oldest);
+            }
+        }
+    }
+
+    fn take_batch(&mut self) {
+        std::mem::swap(&mut self.batch, &mut self.runq);
+        self.runq.clear();
+        for &key in &self.batch {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.in_runq = false;
+            }
+        }
+    }
+
+    /// Step 4: read everything available, up to one buffer per connection.
+    fn read_phase(&mut self) {
+        for &key in &self.batch {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            match &mut conn.side {
+                Side::Open(o) if o.proto.is_done() => {
+                    o.discard_input(&mut self.scratch, DRAIN_BUDGET);
+                }
+                Side::Open(o) => {
+                    if !o.readable || o.peer_eof || o.failed {
+                        continue;
+                    }
+                    if o.bufs
+                        .as_ref()
+                        .is_some_and(|b| b.out.pending() >= OUT_HIGH_WATER)
+                    {
+                        // Back-pressure: the client is not reading its
+                        // responses, so stop reading its requests.
+                        self.stats.counters.backpressure_stalls += 1;
+                        continue;
+                    }
+                    if o.bufs.is_none() {
+                        o.bufs = Some(self.pool.take());
+                        self.bufs_out += 1;
+                    }
+                    if o.read_input() == ReadOutcome::Full {
+                        self.stats.counters.backpressure_stalls += 1;
+                    }
+                }
+                Side::AwaitFin(r) | Side::Lingering(r) => {
+                    r.drain(&mut self.scratch, DRAIN_BUDGET);
+                }
+                Side::Gone => {}
+            }
+        }
+    }
+
+    /// Step 5: round-robin passes over the connections with requests.
+    fn serve_phase(&mut self) {
+        let Server {
+            sched,
+            batch,
+            conns,
+            service,
+            stats,
+            date,
+            cfg,
+            idle_timeout_ms,
+            ..
+        } = self;
+        let idle_timeout_secs = (*idle_timeout_ms / 1000).max(1);
+        sched.run(batch, cfg.quantum, |key| {
+            let Some(conn) = conns.get_mut(key) else {
+                return false;
+            };
+            let peer = conn.peer;
+            let Side::Open(o) = &mut conn.side else {
+                return false;
+            };
+            if o.failed || o.proto.is_done() {
+                return false;
+            }
+            let Some(bufs) = o.bufs.as_mut() else {
+                return false;
+            };
+            if bufs.out.pending() >= OUT_HIGH_WATER {
+                return false;
+            }
+            let mut ctx = Ctx {
+                now_secs: date.unix_secs(),
+                date: date.text(),
+                idle_timeout_secs,
+                peer,
+                stats,
+            };
+            let (n, step) = service.serve_one(
+                &mut o.proto,
+                &bufs.input[bufs.start..],
+                &mut bufs.out,
+                &mut ctx,
+            );
+            bufs.start += n;
+            match step {
+                Step::Answered => {
+                    o.progress = true;
+                    !o.proto.is_done()
+                }
+                Step::NeedInput => {
+                    o.need_input = true;
+                    false
+                }
+                Step::Done => false,
+            }
+        });
+    }
+
+    /// Step 6: write each connection's output, bounded per turn.
+    fn flush_phase(&mut self) {
+        for i in 0..self.batch.len() {
+            let key = self.batch[i];
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let Side::Open(o) = &mut conn.side else {
+                continue;
+            };
+            if o.writable
+                && o.output_pending()
+                && o.flush(WRITE_BUDGET) > 0
+                && conn.link.class() == Some(Class::Send)
+            {
+                // Progress restarts the send timeout.
+                self.lists
+                    .enter(&mut self.conns, key, Class::Send, self.now);
+            }
+        }
+    }
+
+    /// Step 7: decide where each connection goes next.
+    fn settle_phase(&mut self) {
+        for i in 0..self.batch.len() {
+            let key = self.batch[i];
+            self.settle(key);
+        }
+    }
+
+    fn settle(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let class = conn.link.class();
+        let o = match &mut conn.side {
+            Side::Open(o) => o,
+            Side::AwaitFin(r) => {
+                if r.eof {
+                    // The client closed first: TIME_WAIT is on its side.
+                    self.stats.counters.client_closes_first += 1;
+                    self.close_now(key);
+                } else if r.failed {
+                    self.close_now(key);
+                } else if r.readable {
+                    self.push_runq(key);
+                }
+                return;
+            }
+            Side::Lingering(r) => {
+                if r.eof || r.failed || r.drained > LINGER_MAX_BYTES {
+                    self.close_now(key);
+                } else if r.readable {
+                    self.push_runq(key);
+                }
+                return;
+            }
+            Side::Gone => return self.close_now(key),
+        };
+        if o.failed {
+            return self.close_now(key);
+        }
+        let progress = std::mem::take(&mut o.progress);
+        let pending = o.output_pending();
+        if let Some(kind) = o.proto.close_kind() {
+            if pending {
+                if o.writable {
+                    self.push_runq(key);
+                } else {
+                    self.lists.stay(&mut self.conns, key, Class::Send, self.now);
+                }
+                return;
+            }
+            // Everything owed is written: close, by the right handshake.
+            if self.cfg.abortive_close {
+                return self.close_now(key);
+            }
+            if o.peer_eof {
+                self.stats.counters.client_closes_first += 1;
+                return self.close_now(key);
+            }
+            return match kind {
+                CloseKind::ClientFirst => self.begin_await_fin(key),
+                CloseKind::ServerFirst => self.begin_linger(key),
+            };
+        }
+        let (has_input, out_room, in_room) = match &o.bufs {
+            Some(b) => (
+                b.has_input(),
+                b.out.pending() < OUT_HIGH_WATER,
+                b.start > 0 || b.input.len() < b.input.capacity(),
+            ),
+            None => (false, true, true),
+        };
+        let (peer_eof, need_input, readable, writable) =
+            (o.peer_eof, o.need_input, o.readable, o.writable);
+        let in_body = matches!(
+            o.proto.reading,
+            Reading::Discard { .. } | Reading::Collect { .. }
+        );
+        if peer_eof && !pending && (!has_input || need_input) {
+            // The client finished sending and all it asked is answered.
+            self.stats.counters.client_closes_first += 1;
+            return self.close_now(key);
+        }
+        let more_read = readable && !peer_eof && in_room && out_room;
+        let more_serve = has_input && !need_input && out_room;
+        let more_write = pending && writable;
+        if more_read || more_serve || more_write {
+            self.push_runq(key);
+        }
+        if pending && !writable {
+            self.lists.stay(&mut self.conns, key, Class::Send, self.now);
+        } else if has_input || in_body {
+            // A head or body in progress: the header timeout runs from when
+            // it started, so a slowloris gains nothing by trickling.
+            if progress || class != Some(Class::Header) {
+                self.lists
+                    .enter(&mut self.conns, key, Class::Header, self.now);
+            }
+        } else if !pending && !more_read {
+            // Idle: give the buffers back; only the record stays.
+            self.release_bufs(key);
+            if class != Some(Class::Idle) {
+                self.lists
+                    .enter(&mut self.conns, key, Class::Idle, self.now);
+            }
+        } else if class.is_some() && progress {
+            self.lists.leave(&mut self.conns, key);
+        }
+    }
+
+    /// Step 8: expire the heads of the timer lists.
+    fn expire_timers(&mut self) {
+        for class in CLASSES {
+            let timeout = self.timeout_ms(class);
+            while let Some(key) = self.lists.front(class) {
+                let Some(conn) = self.conns.get(key) else {
+                    // Cannot happen (records leave their list when removed);
+                    // unlinking would need the record, so stop here.
+                    break;
+                };
+                if conn.link.since + timeout > self.now {
+                    break;
+                }
+                self.expire(key, class);
+            }
+        }
+    }
+
+    fn expire(&mut self, key: usize, class: Class) {
+        trace!("#{key} {class:?} timeout");
+        match class {
+            Class::Header => self.header_timeout(key),
+            Class::Idle => {
+                // §11: reap on the adaptive timeout, FIN first.
+                self.stats.counters.reaped += 1;
+                self.begin_linger(key);
+            }
+            Class::Send => {
+                self.stats.counters.send_timeouts += 1;
+                self.close_now(key);
+            }
+            Class::CloseWait => self.begin_linger(key),
+            Class::Linger => self.close_now(key),
+        }
+    }
+
+    /// A request head (or body) took too long: 408 if a head was under
+    /// way, then close; a connection that sent nothing is just closed.
+    fn header_timeout(&mut self, key: usize) {
+        self.stats.counters.header_timeouts += 1;
+        let date = *self.date.text();
+        if let Some(Conn {
+            side: Side::Open(o),
+            ..
+        }) = self.conns.get_mut(key)
+        {
+            let started_head =
+                o.proto.reading == Reading::Head && o.bufs.as_ref().is_some_and(|b| b.has_input());
+            if started_head {
+                if let Some(bufs) = o.bufs.as_mut() {
+                    reply::simple(
+                        bufs.out.bytes(),
+                        Status::REQUEST_TIMEOUT,
+                        &date,
+                        Persist::Close,
+                        b"",
+                        true,
+                    );
+                    bufs.start = bufs.input.len();
+                }
+                o.proto.finish(CloseKind::ServerFirst);
+                self.lists.leave(&mut self.conns, key);
+                self.push_runq(key);
+                return;
+            }
+        }
+        self.begin_linger(key);
+    }
+
+    /// Give back a connection's buffers (before it stops being `Open`).
+    fn release_bufs(&mut self, key: usize) {
+        if let Some(Conn {
+            side: Side::Open(o),
+            ..
+        }) = self.conns.get_mut(key)
+        {
+            if let Some(bufs) = o.bufs.take() {
+                self.pool.give(bufs);
+                self.bufs_out -= 1;
+            }
+        }
+    }
+
+    /// The client asked to close and its last response is out: wait for
+    /// its FIN before shutting down ourselves.
+    fn begin_await_fin(&mut self, key: usize) {
+        self.release_bufs(key);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.await_fin();
+        trace!("#{key} Open=>AwaitFin");
+        self.lists
+            .enter(&mut self.conns, key, Class::CloseWait, self.now);
+        self.push_runq(key);
+    }
+
+    /// The one graceful closing path (seed 000; Gettys & Freier §8):
+    /// everything owed is written; shut the write half, drain, then close.
+    fn begin_linger(&mut self, key: usize) {
+        if self.cfg.abortive_close {
+            return self.close_now(key);
+        }
+        if matches!(
+            self.conns.get(key).map(|c| &c.side),
+            Some(Side::Lingering(_)) | None
+        ) {
+            return;
+        }
+        self.make_closing_room();
+        self.release_bufs(key);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.linger();
+        trace!("#{key} =>Lingering");
+        self.stats.counters.lingering_closes += 1;
+        self.lists
+            .enter(&mut self.conns, key, Class::Linger, self.now);
+        self.push_runq(key);
+    }
+
+    /// Free the record; dropping the socket closes it (and removes it from
+    /// the poller).
+    fn close_now(&mut self, key: usize) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        self.release_bufs(key);
+        self.lists.leave(&mut self.conns, key);
+        let conn = self.conns.remove(key);
+        if conn.in_runq {
+            self.runq.retain(|&k| k != key);
+        }
+        trace!("#{key} closed");
+        if self.accept_starved {
+            self.accept_starved = false;
+            self.accept_ready = true;
+        }
+    }
+}

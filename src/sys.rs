@@ -1,0 +1,192 @@
+//! The few system calls std and mio do not wrap, each behind `cfg` with a
+//! portable fallback: `sendfile` (three different signatures), `MSG_MORE`,
+//! `TCP_DEFER_ACCEPT`, the listen backlog, and descriptor limits. Only the
+//! Linux paths are exercised by the tests here; the BSD paths follow their
+//! manual pages.
+
+use std::fs::File;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, RawFd};
+
+/// Bind and listen with an explicit backlog (std picks its own).
+/// Returns the listener and the backlog the kernel will really use.
+pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<(TcpListener, u32)> {
+    let listener = TcpListener::bind(addr)?;
+    let backlog = backlog.min(i32::MAX as u32);
+    // SAFETY: listen(2) on a bound socket we own; calling it again only
+    // changes the backlog.
+    if unsafe { libc::listen(listener.as_raw_fd(), backlog as libc::c_int) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    listener.set_nonblocking(true)?;
+    defer_accept(&listener);
+    Ok((listener, effective_backlog(backlog)))
+}
+
+/// Linux silently caps the backlog at `net.core.somaxconn`.
+fn effective_backlog(asked: u32) -> u32 {
+    match std::fs::read_to_string("/proc/sys/net/core/somaxconn") {
+        Ok(s) => s.trim().parse::<u32>().map_or(asked, |max| asked.min(max)),
+        Err(_) => asked,
+    }
+}
+
+/// Wake the loop for a new connection only once its first bytes arrived, so
+/// accept is followed by a read that finds the request (Linux; BSDs have
+/// accept filters, which need a kernel module and are left to the admin).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn defer_accept(listener: &TcpListener) {
+    let secs: libc::c_int = 1;
+    // SAFETY: setsockopt with a pointer to a live c_int and its size.
+    unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn defer_accept(_listener: &TcpListener) {}
+
+/// Write bytes; `more` says a file body follows at once, so the kernel may
+/// hold a partial segment back (Linux `MSG_MORE`, saving a small packet).
+pub fn send(fd: RawFd, buf: &[u8], more: bool) -> io::Result<usize> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let flags = {
+        let _ = more;
+        0
+    };
+    // SAFETY: buf is a live slice; the length passed is its length.
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Send `len` bytes of `file` from `off` to the socket without copying
+/// them through user space. Returns bytes sent.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn sendfile(sock: RawFd, file: &File, off: u64, len: u64) -> io::Result<usize> {
+    let mut offset = off as libc::off_t;
+    let count = len.min(isize::MAX as u64) as usize;
+    // SAFETY: both descriptors are open; offset is a live local.
+    let n = unsafe { libc::sendfile(sock, file.as_raw_fd(), &mut offset, count) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+#[cfg(any(target_os = "freebsd", target_os = "dragonfly"))]
+pub fn sendfile(sock: RawFd, file: &File, off: u64, len: u64) -> io::Result<usize> {
+    let mut sent: libc::off_t = 0;
+    // SAFETY: both descriptors are open; no header/trailer vectors.
+    let rc = unsafe {
+        libc::sendfile(
+            file.as_raw_fd(),
+            sock,
+            off as libc::off_t,
+            len as usize,
+            std::ptr::null_mut(),
+            &mut sent,
+            0,
+        )
+    };
+    // FreeBSD reports partial progress together with EAGAIN.
+    if rc < 0 && sent == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
+}
+
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+pub fn sendfile(sock: RawFd, file: &File, off: u64, len: u64) -> io::Result<usize> {
+    let mut sent = len as libc::off_t;
+    // SAFETY: both descriptors are open; `sent` is in/out.
+    let rc = unsafe {
+        libc::sendfile(
+            file.as_raw_fd(),
+            sock,
+            off as libc::off_t,
+            &mut sent,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if rc < 0 && sent == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
+}
+
+/// Elsewhere: read a slice and write it (correct, one copy).
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "macos",
+    target_os = "ios"
+)))]
+pub fn sendfile(sock: RawFd, file: &File, off: u64, len: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 16 * 1024];
+    let want = len.min(buf.len() as u64) as usize;
+    let n = file.read_at(&mut buf[..want], off)?;
+    send(sock, &buf[..n], false)
+}
+
+/// Raise the soft descriptor limit to the hard one; return the limit now in
+/// force.
+pub fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a pointer to a live struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur as u64
+}
+
+/// A descriptor held in reserve for descriptor exhaustion: closing it lets
+/// the loop accept one connection and close it, instead of spinning on
+/// EMFILE while the backlog fills (libuv's trick).
+pub fn reserve_fd() -> Option<File> {
+    File::open("/dev/null").ok()
+}
+
+pub fn is_would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+pub fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
+}
