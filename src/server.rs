@@ -438,7 +438,12 @@ impl Server {
             };
             match &mut conn.side {
                 Side::Open(o) if o.proto.is_done() => {
-                    o.discard_input(&mut self.scratch, DRAIN_BUDGET);
+                    // Nothing more will be answered, but reading on keeps the
+                    // client's late requests from meeting a reset. (The
+                    // test-only abortive mode behaves like a naive server.)
+                    if !self.cfg.abortive_close {
+                        o.discard_input(&mut self.scratch, DRAIN_BUDGET);
+                    }
                 }
                 Side::Open(o) => {
                     if !o.readable || o.peer_eof || o.failed {

@@ -161,7 +161,7 @@ impl Service {
                 early = Some(Status::CONTENT_TOO_LARGE);
                 server_close = true;
             }
-            BodyLength::None => {}
+            BodyLength::None | BodyLength::Length(0) => {}
             BodyLength::Length(_) | BodyLength::Chunked => {
                 if head.expect_continue {
                     // We answer without reading the body and never sent 100:

@@ -363,7 +363,9 @@ fn read_fields<'a>(head: &mut Head<'a>, fields: &[httparse::Header<'a>]) -> Resu
             ));
         }
         (_, true) => BodyLength::Chunked,
-        (Some(0), false) | (None, false) => BodyLength::None,
+        (None, false) => BodyLength::None,
+        // Length(0) is kept apart from None: it is a framed, empty body
+        // (a POST with it needs no 411).
         (Some(n), false) => BodyLength::Length(n),
     };
     head.keep_alive = !head.client_close
