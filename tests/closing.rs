@@ -172,23 +172,30 @@ fn time_wait_pairs() -> Vec<(u16, u16)> {
         .collect()
 }
 
-/// Send one request on a fresh connection, read the response, close, and
-/// return the client's port once its own TIME_WAIT (or the server's) shows.
-fn one_exchange_then_close(server: &Server, request: &str) -> (u16, bool) {
+/// Send one request on a fresh connection, read the response and close.
+/// `server_first`: wait for the server's FIN before closing. Returns the
+/// client's port and whether the server holds a TIME_WAIT for it, once the
+/// side expected to hold one (the first to close) shows it.
+fn one_exchange_then_close(server: &Server, request: &str, server_first: bool) -> (u16, bool) {
     let mut s = server.connect();
     let client_port = s.local_addr().unwrap().port();
     let server_port = server.addr.port();
     s.write_all(request.as_bytes()).unwrap();
-    let r = Reader::new().response(&mut s, false).unwrap();
+    let mut rd = Reader::new();
+    let r = rd.response(&mut s, false).unwrap();
     assert_eq!(r.status, 200);
     assert!(r.closes());
+    if server_first {
+        let (rest, end) = rd.until_eof(&mut s);
+        assert!(rest.is_empty() && end.is_ok());
+    }
     drop(s);
     let deadline = Instant::now() + WAIT;
     loop {
         let pairs = time_wait_pairs();
         let server_side = pairs.contains(&(server_port, client_port));
         let client_side = pairs.contains(&(client_port, server_port));
-        if server_side || client_side {
+        if (server_first && server_side) || (!server_first && client_side) {
             return (client_port, server_side);
         }
         assert!(Instant::now() < deadline, "no TIME_WAIT for port {client_port} appeared");
@@ -201,13 +208,13 @@ fn client_that_asked_to_close_carries_the_time_wait() {
     let server = Server::start(&[]);
     for _ in 0..3 {
         let (port, server_side) =
-            one_exchange_then_close(&server, "GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+            one_exchange_then_close(&server, "GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", false);
         assert!(!server_side, "server holds TIME_WAIT for client port {port}");
     }
     assert!(server.status()["client_closes_first"] >= 3);
     // Control: when the server decides to close (request cap), it shuts
     // down first and the TIME_WAIT lands on its side: the check can tell.
     let capped = Server::start(&["--max-requests", "1"]);
-    let (_, server_side) = one_exchange_then_close(&capped, "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (_, server_side) = one_exchange_then_close(&capped, "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n", true);
     assert!(server_side, "control: a server-first close leaves TIME_WAIT on the server");
 }
