@@ -639,6 +639,11 @@ impl Server {
             return self.close_now(key);
         }
         let more_read = readable && !peer_eof && in_room && out_room;
+        if readable && !peer_eof && !more_read {
+            // Back-pressure (§9): input is waiting but this connection's
+            // queues are full; its TCP window closes until they drain.
+            self.stats.counters.backpressure_stalls += 1;
+        }
         let more_serve = has_input && !need_input && out_room;
         let more_write = pending && writable;
         if more_read || more_serve || more_write {
