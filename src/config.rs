@@ -219,13 +219,13 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             .map_err(|_| format!("invalid value '{v}' for --listen: expected IP:PORT"))?;
     }
     c.root = m.opt_str("root").map(PathBuf::from);
-    if let Some(root) = &c.root {
-        if !root.is_dir() {
-            return Err(format!(
-                "invalid value '{}' for --root: not a directory",
-                root.display()
-            ));
-        }
+    if let Some(root) = &c.root
+        && !root.is_dir()
+    {
+        return Err(format!(
+            "invalid value '{}' for --root: not a directory",
+            root.display()
+        ));
     }
     c.backlog = number(&m, "backlog", c.backlog, 1, i32::MAX as u64)?;
     c.max_conns = number(&m, "max-conns", c.max_conns, 1, 10_000_000)?;

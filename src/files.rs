@@ -489,10 +489,10 @@ fn evaluate(head: &Head<'_>, entry: &Entry) -> Decision {
         if !etag_matches(list, &entry.etag, true) {
             return Decision::PreconditionFailed;
         }
-    } else if let Some(date) = head.if_unmodified_since.and_then(parse_date) {
-        if entry.mtime_secs > date {
-            return Decision::PreconditionFailed;
-        }
+    } else if let Some(date) = head.if_unmodified_since.and_then(parse_date)
+        && entry.mtime_secs > date
+    {
+        return Decision::PreconditionFailed;
     }
     // 3-4: If-None-Match, else If-Modified-Since (GET/HEAD only).
     if let Some(list) = head.if_none_match {
@@ -503,10 +503,10 @@ fn evaluate(head: &Head<'_>, entry: &Entry) -> Decision {
                 Decision::PreconditionFailed
             };
         }
-    } else if let Some(date) = head.if_modified_since.filter(|_| safe).and_then(parse_date) {
-        if entry.mtime_secs <= date {
-            return Decision::NotModified;
-        }
+    } else if let Some(date) = head.if_modified_since.filter(|_| safe).and_then(parse_date)
+        && entry.mtime_secs <= date
+    {
+        return Decision::NotModified;
     }
     // 5: Range, for GET only, unless If-Range says the client's copy is stale.
     let Some(range) = head.range.filter(|_| head.method == Method::Get) else {

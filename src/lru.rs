@@ -112,10 +112,10 @@ impl Lists {
             ends.head = key as u32;
         }
         ends.len += 1;
-        if old_tail != NIL {
-            if let Some(t) = slab.get_mut(old_tail as usize) {
-                t.link_mut().next = key as u32;
-            }
+        if old_tail != NIL
+            && let Some(t) = slab.get_mut(old_tail as usize)
+        {
+            t.link_mut().next = key as u32;
         }
         if let Some(rec) = slab.get_mut(key) {
             *rec.link_mut() = Link {

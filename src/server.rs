@@ -272,11 +272,11 @@ impl Server {
     }
 
     fn push_runq(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.in_runq {
-                conn.in_runq = true;
-                self.runq.push(key);
-            }
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.in_runq
+        {
+            conn.in_runq = true;
+            self.runq.push(key);
         }
     }
 
@@ -409,14 +409,13 @@ impl Server {
     /// Closing connections are bounded too: past the bound, the one that
     /// has drained longest is closed outright.
     fn make_closing_room(&mut self) {
-        if self.closing() >= self.max_closing {
-            if let Some(oldest) = self
+        if self.closing() >= self.max_closing
+            && let Some(oldest) = self
                 .lists
                 .front(Class::Linger)
                 .or_else(|| self.lists.front(Class::CloseWait))
-            {
-                self.close_now(oldest);
-            }
+        {
+            self.close_now(oldest);
         }
     }
 
@@ -745,11 +744,10 @@ impl Server {
             side: Side::Open(o),
             ..
         }) = self.conns.get_mut(key)
+            && let Some(bufs) = o.bufs.take()
         {
-            if let Some(bufs) = o.bufs.take() {
-                self.pool.give(bufs);
-                self.bufs_out -= 1;
-            }
+            self.pool.give(bufs);
+            self.bufs_out -= 1;
         }
     }
 

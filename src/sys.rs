@@ -170,7 +170,7 @@ pub fn raise_nofile_limit() -> u64 {
             }
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// A descriptor held in reserve for descriptor exhaustion: closing it lets

@@ -104,11 +104,11 @@ impl Output {
     }
 
     fn pop_front(&mut self) {
-        if let Some(Seg::Mem { mut buf, .. }) = self.segs.pop_front() {
-            if buf.capacity() > self.spare.capacity() {
-                buf.clear();
-                self.spare = buf;
-            }
+        if let Some(Seg::Mem { mut buf, .. }) = self.segs.pop_front()
+            && buf.capacity() > self.spare.capacity()
+        {
+            buf.clear();
+            self.spare = buf;
         }
     }
 
