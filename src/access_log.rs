@@ -34,20 +34,10 @@ impl AccessLog {
             // SAFETY: fd is a fresh descriptor owned by nobody else.
             unsafe { File::from_raw_fd(fd) }
         } else {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(target)?
+            OpenOptions::new().create(true).append(true).custom_flags(libc::O_CLOEXEC).open(target)?
         };
         set_nonblocking(&sink)?;
-        Ok(AccessLog {
-            sink,
-            buf: Vec::with_capacity(64 * 1024),
-            dropped: 0,
-            stamp_secs: u64::MAX,
-            stamp: [b' '; 28],
-        })
+        Ok(AccessLog { sink, buf: Vec::with_capacity(64 * 1024), dropped: 0, stamp_secs: u64::MAX, stamp: [b' '; 28] })
     }
 
     /// `127.0.0.1 - - [22/Nov/2026:02:30:52 +0000] "GET / HTTP/1.1" 200 13`
@@ -126,9 +116,7 @@ fn set_nonblocking(f: &File) -> io::Result<()> {
 
 /// `[22/Nov/2026:02:30:52 +0000]`: UTC, so no time zone database is needed.
 fn clf_time(secs: u64) -> [u8; 28] {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let days = (secs / 86400) as i64;
     let rem = secs % 86400;
     // Civil-from-days (Howard Hinnant's algorithm).

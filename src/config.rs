@@ -70,117 +70,46 @@ pub enum Command {
 fn options() -> Options {
     let d = Config::default();
     let mut o = Options::new();
-    o.optopt(
-        "l",
-        "listen",
-        &format!("address to listen on [{}]", d.listen),
-        "ADDR",
-    );
-    o.optopt(
-        "r",
-        "root",
-        "directory to serve; without it the built-in demo site",
-        "DIR",
-    );
-    o.optopt(
-        "",
-        "backlog",
-        &format!("listen backlog [{}]", d.backlog),
-        "N",
-    );
-    o.optopt(
-        "",
-        "max-conns",
-        &format!("connection slots [{}]", d.max_conns),
-        "N",
-    );
-    o.optopt(
-        "",
-        "max-requests",
-        &format!(
-            "requests per connection, then Connection: close [{}]",
-            d.max_requests
-        ),
-        "N",
-    );
-    o.optopt(
-        "",
-        "idle-timeout",
-        &format!(
-            "keep-alive idle timeout when quiet [{}]",
-            secs(d.idle_timeout)
-        ),
-        "SECS",
-    );
+    o.optopt("l", "listen", &format!("address to listen on [{}]", d.listen), "ADDR");
+    o.optopt("r", "root", "directory to serve; without it the built-in demo site", "DIR");
+    o.optopt("", "backlog", &format!("listen backlog [{}]", d.backlog), "N");
+    o.optopt("", "max-conns", &format!("connection slots [{}]", d.max_conns), "N");
+    o.optopt("", "max-requests", &format!("requests per connection, then Connection: close [{}]", d.max_requests), "N");
+    o.optopt("", "idle-timeout", &format!("keep-alive idle timeout when quiet [{}]", secs(d.idle_timeout)), "SECS");
     o.optopt(
         "",
         "min-idle-timeout",
-        &format!(
-            "idle timeout when slots or memory run short [{}]",
-            secs(d.min_idle_timeout)
-        ),
+        &format!("idle timeout when slots or memory run short [{}]", secs(d.min_idle_timeout)),
         "SECS",
     );
     o.optopt(
         "",
         "header-timeout",
-        &format!(
-            "time allowed to send a request head (and body) [{}]",
-            secs(d.header_timeout)
-        ),
+        &format!("time allowed to send a request head (and body) [{}]", secs(d.header_timeout)),
         "SECS",
     );
     o.optopt(
         "",
         "linger-timeout",
-        &format!(
-            "how long a closing connection is drained [{}]",
-            secs(d.linger_timeout)
-        ),
+        &format!("how long a closing connection is drained [{}]", secs(d.linger_timeout)),
         "SECS",
     );
     o.optopt(
         "",
         "send-timeout",
-        &format!(
-            "drop a client that reads nothing of its response for this long [{}]",
-            secs(d.send_timeout)
-        ),
+        &format!("drop a client that reads nothing of its response for this long [{}]", secs(d.send_timeout)),
         "SECS",
     );
-    o.optopt(
-        "",
-        "quantum",
-        &format!("requests per connection per scheduler turn [{}]", d.quantum),
-        "N",
-    );
-    o.optopt(
-        "",
-        "max-header-bytes",
-        &format!("larger heads get 431 [{}]", d.max_header_bytes),
-        "N",
-    );
-    o.optopt(
-        "",
-        "max-body-bytes",
-        &format!("larger bodies get 413 [{}]", d.max_body_bytes),
-        "N",
-    );
+    o.optopt("", "quantum", &format!("requests per connection per scheduler turn [{}]", d.quantum), "N");
+    o.optopt("", "max-header-bytes", &format!("larger heads get 431 [{}]", d.max_header_bytes), "N");
+    o.optopt("", "max-body-bytes", &format!("larger bodies get 413 [{}]", d.max_body_bytes), "N");
     o.optopt(
         "",
         "max-buffer-memory",
-        &format!(
-            "connection buffer memory that counts as full occupancy [{}]",
-            d.max_buffer_memory
-        ),
+        &format!("connection buffer memory that counts as full occupancy [{}]", d.max_buffer_memory),
         "BYTES",
     );
-    o.optopt(
-        "",
-        "access-log",
-        "Common Log Format, '-' for stdout [off]",
-        "PATH",
-    );
+    o.optopt("", "access-log", "Common Log Format, '-' for stdout [off]", "PATH");
     o.optflag("h", "help", "print this help");
     o.optflag("V", "version", "print the version");
     o
@@ -188,11 +117,7 @@ fn options() -> Options {
 
 fn secs(d: Duration) -> String {
     let s = d.as_secs_f64();
-    if s.fract() == 0.0 {
-        format!("{s:.0}")
-    } else {
-        format!("{s}")
-    }
+    if s.fract() == 0.0 { format!("{s:.0}") } else { format!("{s}") }
 }
 
 /// Parse the arguments (without the program name). Errors are one line,
@@ -214,18 +139,13 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     }
     let mut c = Config::default();
     if let Some(v) = m.opt_str("listen") {
-        c.listen = v
-            .parse()
-            .map_err(|_| format!("invalid value '{v}' for --listen: expected IP:PORT"))?;
+        c.listen = v.parse().map_err(|_| format!("invalid value '{v}' for --listen: expected IP:PORT"))?;
     }
     c.root = m.opt_str("root").map(PathBuf::from);
     if let Some(root) = &c.root
         && !root.is_dir()
     {
-        return Err(format!(
-            "invalid value '{}' for --root: not a directory",
-            root.display()
-        ));
+        return Err(format!("invalid value '{}' for --root: not a directory", root.display()));
     }
     c.backlog = number(&m, "backlog", c.backlog, 1, i32::MAX as u64)?;
     c.max_conns = number(&m, "max-conns", c.max_conns, 1, 10_000_000)?;
@@ -233,13 +153,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     c.quantum = number(&m, "quantum", c.quantum, 1, 1_000_000)?;
     c.max_header_bytes = number(&m, "max-header-bytes", c.max_header_bytes, 256, 1 << 20)?;
     c.max_body_bytes = number(&m, "max-body-bytes", c.max_body_bytes, 0, u64::MAX >> 1)?;
-    c.max_buffer_memory = number(
-        &m,
-        "max-buffer-memory",
-        c.max_buffer_memory,
-        1 << 16,
-        usize::MAX as u64 >> 1,
-    )?;
+    c.max_buffer_memory = number(&m, "max-buffer-memory", c.max_buffer_memory, 1 << 16, usize::MAX as u64 >> 1)?;
     c.idle_timeout = seconds(&m, "idle-timeout", c.idle_timeout)?;
     c.min_idle_timeout = seconds(&m, "min-idle-timeout", c.min_idle_timeout)?;
     c.header_timeout = seconds(&m, "header-timeout", c.header_timeout)?;
@@ -264,13 +178,9 @@ where
     let Some(v) = m.opt_str(name) else {
         return Ok(default);
     };
-    let n: u64 = v
-        .parse()
-        .map_err(|_| format!("invalid value '{v}' for --{name}: expected a whole number"))?;
+    let n: u64 = v.parse().map_err(|_| format!("invalid value '{v}' for --{name}: expected a whole number"))?;
     if n < min || n > max {
-        return Err(format!(
-            "invalid value '{v}' for --{name}: must be between {min} and {max}"
-        ));
+        return Err(format!("invalid value '{v}' for --{name}: must be between {min} and {max}"));
     }
     T::try_from(n).map_err(|_| format!("invalid value '{v}' for --{name}: too large"))
 }
@@ -304,15 +214,7 @@ mod tests {
     fn defaults_and_values() {
         let c = run(&[]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
-        let c = run(&[
-            "--listen",
-            "127.0.0.1:0",
-            "--idle-timeout",
-            "0.5",
-            "--quantum",
-            "8",
-        ])
-        .unwrap();
+        let c = run(&["--listen", "127.0.0.1:0", "--idle-timeout", "0.5", "--quantum", "8"]).unwrap();
         assert_eq!(c.idle_timeout, Duration::from_millis(500));
         assert_eq!(c.min_idle_timeout, Duration::from_millis(500));
         assert_eq!(c.quantum, 8);
@@ -337,17 +239,8 @@ mod tests {
 
     #[test]
     fn help_lists_every_flag_with_its_default() {
-        let Ok(Command::Help(text)) = parse(&["--help".to_string()]) else {
-            panic!()
-        };
-        for flag in [
-            "--listen",
-            "--root",
-            "--max-conns",
-            "--idle-timeout",
-            "--quantum",
-            "--access-log",
-        ] {
+        let Ok(Command::Help(text)) = parse(&["--help".to_string()]) else { panic!() };
+        for flag in ["--listen", "--root", "--max-conns", "--idle-timeout", "--quantum", "--access-log"] {
             assert!(text.contains(flag), "{flag}");
         }
         assert!(text.contains("[127.0.0.1:8080]") && text.contains("[10000]"));

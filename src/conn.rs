@@ -29,24 +29,33 @@ use crate::sys;
 /// Per-connection buffers: taken from the pool when there is work, given
 /// back when the connection goes idle, so an idle connection holds none.
 pub struct Bufs {
-    pub input: Vec<u8>,
+    /// Fixed-size input, zeroed once when allocated: reads go straight
+    /// into `input[end..]`, never re-initialised.
+    pub input: Box<[u8]>,
     /// Start of the unconsumed input.
     pub start: usize,
+    /// End of the bytes read.
+    pub end: usize,
     pub out: Output,
 }
 
 impl Bufs {
     pub fn unconsumed(&self) -> &[u8] {
-        &self.input[self.start..]
+        &self.input[self.start..self.end]
     }
 
     pub fn has_input(&self) -> bool {
-        self.start < self.input.len()
+        self.start < self.end
+    }
+
+    /// Room to read more (after compaction).
+    pub fn has_room(&self) -> bool {
+        self.start > 0 || self.end < self.input.len()
     }
 
     /// Bytes of memory held, for the buffer-memory budget.
     pub fn memory(&self) -> usize {
-        self.input.capacity() + self.out.capacity()
+        self.input.len() + self.out.capacity()
     }
 }
 
@@ -62,18 +71,15 @@ pub struct BufPool {
 
 impl BufPool {
     pub fn new(input_capacity: usize, max_free: usize) -> BufPool {
-        BufPool {
-            free: Vec::new(),
-            input_capacity,
-            max_free,
-        }
+        BufPool { free: Vec::new(), input_capacity, max_free }
     }
 
     pub fn take(&mut self) -> Box<Bufs> {
         self.free.pop().unwrap_or_else(|| {
             Box::new(Bufs {
-                input: Vec::with_capacity(self.input_capacity),
+                input: vec![0; self.input_capacity].into_boxed_slice(),
                 start: 0,
+                end: 0,
                 out: Output::default(),
             })
         })
@@ -81,8 +87,8 @@ impl BufPool {
 
     pub fn give(&mut self, mut bufs: Box<Bufs>) {
         if self.free.len() < self.max_free {
-            bufs.input.clear();
             bufs.start = 0;
+            bufs.end = 0;
             // A large response's buffer is not worth keeping for everyone.
             bufs.out.trim(self.input_capacity);
             self.free.push(bufs);
@@ -184,12 +190,7 @@ impl Conn {
     pub fn refused(sock: TcpStream, peer: SocketAddr, answer: &[u8]) -> Conn {
         // A fresh socket's send buffer is empty: the short answer fits.
         let _ = sys::send(sock.as_raw_fd(), answer, false);
-        Conn {
-            link: Link::default(),
-            peer,
-            in_runq: false,
-            side: Side::Lingering(ReadOnly::shut(sock)),
-        }
+        Conn { link: Link::default(), peer, in_runq: false, side: Side::Lingering(ReadOnly::shut(sock)) }
     }
 
     pub fn mark_readable(&mut self) {
@@ -227,36 +228,29 @@ impl Conn {
 impl Open {
     /// Read what is available into the input buffer, up to its capacity.
     pub fn read_input(&mut self) -> ReadOutcome {
-        let Some(bufs) = self.bufs.as_mut() else {
-            return ReadOutcome::Progress;
-        };
-        if bufs.start == bufs.input.len() {
-            bufs.input.clear();
+        let Some(bufs) = self.bufs.as_mut() else { return ReadOutcome::Progress };
+        if bufs.start == bufs.end {
             bufs.start = 0;
-        } else if bufs.start > 0
-            && bufs.input.capacity() - bufs.input.len() < bufs.input.capacity() / 4
-        {
+            bufs.end = 0;
+        } else if bufs.start > 0 && bufs.input.len() - bufs.end < bufs.input.len() / 4 {
             // Compact only when the tail is short: one memmove of what is
             // left, amortised over many requests.
-            bufs.input.drain(..bufs.start);
+            bufs.input.copy_within(bufs.start..bufs.end, 0);
+            bufs.end -= bufs.start;
             bufs.start = 0;
         }
-        let spare = bufs.input.capacity() - bufs.input.len();
+        let spare = bufs.input.len() - bufs.end;
         if spare == 0 {
             return ReadOutcome::Full;
         }
-        let len = bufs.input.len();
-        bufs.input.resize(len + spare, 0);
-        let result = read_retrying(&mut self.sock, &mut bufs.input[len..]);
-        match result {
+        match read_retrying(&mut self.sock, &mut bufs.input[bufs.end..]) {
             Ok(0) => {
-                bufs.input.truncate(len);
                 self.peer_eof = true;
                 self.readable = false;
                 ReadOutcome::Progress
             }
             Ok(n) => {
-                bufs.input.truncate(len + n);
+                bufs.end += n;
                 self.need_input = false;
                 if n < spare {
                     // Short read: the socket is drained; a new edge will come.
@@ -267,7 +261,6 @@ impl Open {
                 }
             }
             Err(e) => {
-                bufs.input.truncate(len);
                 self.readable = false;
                 if !sys::is_would_block(&e) {
                     self.failed = true;
@@ -334,26 +327,14 @@ impl Open {
 
 impl ReadOnly {
     fn keep(sock: TcpStream, readable: bool) -> ReadOnly {
-        ReadOnly {
-            sock,
-            readable,
-            eof: false,
-            failed: false,
-            drained: 0,
-        }
+        ReadOnly { sock, readable, eof: false, failed: false, drained: 0 }
     }
 
     /// Shut the write half: the client sees our FIN after every byte we
     /// wrote, and its late requests meet a socket that still reads.
     fn shut(sock: TcpStream) -> ReadOnly {
         let failed = sock.shutdown(Shutdown::Write).is_err();
-        ReadOnly {
-            sock,
-            readable: true,
-            eof: false,
-            failed,
-            drained: 0,
-        }
+        ReadOnly { sock, readable: true, eof: false, failed, drained: 0 }
     }
 
     fn shut_write(self) -> ReadOnly {
@@ -381,12 +362,7 @@ struct Drained {
 }
 
 fn drain(sock: &mut TcpStream, readable: &mut bool, scratch: &mut [u8], budget: usize) -> Drained {
-    let mut d = Drained {
-        outcome: ReadOutcome::Progress,
-        bytes: 0,
-        eof: false,
-        failed: false,
-    };
+    let mut d = Drained { outcome: ReadOutcome::Progress, bytes: 0, eof: false, failed: false };
     while *readable {
         if d.bytes >= budget as u64 {
             d.outcome = ReadOutcome::Budget;

@@ -39,11 +39,7 @@ impl Hasher for Fnv {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
         for &b in bytes {
             h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
         }
@@ -72,6 +68,8 @@ pub struct Entry {
     last_modified: [u8; 29],
     /// `Content-Type`, `Last-Modified`, `ETag`, `Accept-Ranges` lines.
     fields: Box<[u8]>,
+    /// `Content-Length` of the whole file, pre-rendered for 200s.
+    full_length: Box<[u8]>,
     body: Body,
 }
 
@@ -98,20 +96,13 @@ impl Files {
             Some(r) => {
                 let canon = fs::canonicalize(r)?;
                 if !canon.is_dir() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "not a directory",
-                    ));
+                    return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a directory"));
                 }
                 Some(canon)
             }
             None => None,
         };
-        let mut files = Files {
-            root,
-            cache: FnvMap::default(),
-            cached_bytes: 0,
-        };
+        let mut files = Files { root, cache: FnvMap::default(), cached_bytes: 0 };
         if files.root.is_none() {
             files.load_builtin(now);
         }
@@ -121,14 +112,7 @@ impl Files {
     fn load_builtin(&mut self, now: SystemTime) {
         let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         for &(path, data) in site::FILES {
-            let entry = Rc::new(Entry::new(
-                None,
-                0,
-                secs,
-                data.len() as u64,
-                mime_of(path),
-                Body::Mem(data.into()),
-            ));
+            let entry = Rc::new(Entry::new(None, 0, secs, data.len() as u64, mime_of(path), Body::Mem(data.into())));
             if let Some(dir) = path.strip_suffix("index.html") {
                 self.cache.insert(dir.into(), entry.clone());
             }
@@ -148,11 +132,9 @@ impl Files {
             }
         }
         let Some(root) = &self.root else {
-            return Err(if raw.contains("..") || raw.contains('\0') {
-                Miss::BadPath
-            } else {
-                Miss::NotFound
-            });
+            // The built-in site: the same path rules, then the decoded path.
+            let (decoded, _) = resolve(Path::new("/"), raw)?;
+            return decoded.to_str().and_then(|d| self.cache.get(d)).cloned().ok_or(Miss::NotFound);
         };
         let (path, is_dir_request) = resolve(root, raw)?;
         let entry = Rc::new(load(root, &path, is_dir_request, raw, now_secs)?);
@@ -165,10 +147,7 @@ impl Files {
     fn revalidate(&mut self, raw: &str, entry: &Rc<Entry>, now_secs: u64) -> Option<Rc<Entry>> {
         let path = entry.fs_path.as_ref()?;
         let same = fs::metadata(path).is_ok_and(|m| {
-            m.ino() == entry.ino
-                && m.len() == entry.size
-                && mtime_ns(&m) == entry.mtime_ns
-                && m.is_file()
+            m.ino() == entry.ino && m.len() == entry.size && mtime_ns(&m) == entry.mtime_ns && m.is_file()
         });
         let removed = self.cache.remove(raw)?;
         self.cached_bytes -= removed.mem_len();
@@ -186,6 +165,7 @@ impl Files {
             etag: entry.etag.clone(),
             last_modified: entry.last_modified,
             fields: entry.fields.clone(),
+            full_length: entry.full_length.clone(),
             body: match &entry.body {
                 Body::Mem(b) => Body::Mem(b.clone()),
                 Body::File(f) => Body::File(f.clone()),
@@ -196,8 +176,7 @@ impl Files {
     }
 
     fn insert(&mut self, raw: &str, entry: Rc<Entry>) {
-        if self.cache.len() >= MAX_ENTRIES || self.cached_bytes + entry.mem_len() > MAX_CACHED_BYTES
-        {
+        if self.cache.len() >= MAX_ENTRIES || self.cached_bytes + entry.mem_len() > MAX_CACHED_BYTES {
             // Crude but bounded: start over. Hot files come back on the next
             // request; the working sets linger serves fit easily.
             self.cache.clear();
@@ -213,7 +192,8 @@ impl Files {
             Decision::Full => {
                 let buf = reply.start(Status::OK);
                 buf.extend_from_slice(&entry.fields);
-                reply.end_head(entry.size);
+                buf.extend_from_slice(&entry.full_length);
+                reply.end_head_framed();
                 entry.write_body(reply, 0, entry.size);
             }
             Decision::Partial { first, last } => {
@@ -248,23 +228,8 @@ impl Files {
 }
 
 impl Entry {
-    fn new(
-        fs_path: Option<PathBuf>,
-        ino: u64,
-        mtime_secs: u64,
-        size: u64,
-        mime: &str,
-        body: Body,
-    ) -> Entry {
-        Entry::with_mtime(
-            fs_path,
-            ino,
-            i128::from(mtime_secs) * 1_000_000_000,
-            size,
-            mime,
-            body,
-            0,
-        )
+    fn new(fs_path: Option<PathBuf>, ino: u64, mtime_secs: u64, size: u64, mime: &str, body: Body) -> Entry {
+        Entry::with_mtime(fs_path, ino, i128::from(mtime_secs) * 1_000_000_000, size, mime, body, 0)
     }
 
     fn with_mtime(
@@ -289,6 +254,8 @@ impl Entry {
         reply::field(&mut fields, "Last-Modified", &last_modified);
         reply::field(&mut fields, "ETag", &etag);
         fields.extend_from_slice(b"Accept-Ranges: bytes\r\n");
+        let mut full_length = Vec::with_capacity(32);
+        reply::content_length(&mut full_length, size);
         Entry {
             fs_path,
             checked,
@@ -299,6 +266,7 @@ impl Entry {
             etag: etag.into(),
             last_modified,
             fields: fields.into(),
+            full_length: full_length.into(),
             body,
         }
     }
@@ -342,13 +310,7 @@ fn resolve(root: &Path, raw: &str) -> Result<(PathBuf, bool), Miss> {
     Ok((path, raw.ends_with('/')))
 }
 
-fn load(
-    root: &Path,
-    path: &Path,
-    is_dir_request: bool,
-    raw: &str,
-    now_secs: u64,
-) -> Result<Entry, Miss> {
+fn load(root: &Path, path: &Path, is_dir_request: bool, raw: &str, now_secs: u64) -> Result<Entry, Miss> {
     let meta = fs::metadata(path).map_err(|_| Miss::NotFound)?;
     let path = if meta.is_dir() {
         if !is_dir_request {
@@ -396,15 +358,7 @@ fn open_regular(root: &Path, path: &Path, now_secs: u64) -> io::Result<Entry> {
         Body::File(Rc::new(file))
     };
     let mime = mime_of(&canon.to_string_lossy());
-    Ok(Entry::with_mtime(
-        Some(canon),
-        meta.ino(),
-        mtime_ns(&meta),
-        size,
-        mime,
-        body,
-        now_secs,
-    ))
+    Ok(Entry::with_mtime(Some(canon), meta.ino(), mtime_ns(&meta), size, mime, body, now_secs))
 }
 
 fn mtime_ns(meta: &fs::Metadata) -> i128 {
@@ -497,11 +451,7 @@ fn evaluate(head: &Head<'_>, entry: &Entry) -> Decision {
     // 3-4: If-None-Match, else If-Modified-Since (GET/HEAD only).
     if let Some(list) = head.if_none_match {
         if etag_matches(list, &entry.etag, false) {
-            return if safe {
-                Decision::NotModified
-            } else {
-                Decision::PreconditionFailed
-            };
+            return if safe { Decision::NotModified } else { Decision::PreconditionFailed };
         }
     } else if let Some(date) = head.if_modified_since.filter(|_| safe).and_then(parse_date)
         && entry.mtime_secs <= date
@@ -541,12 +491,10 @@ fn etag_matches(list: &[u8], etag: &[u8], strong: bool) -> bool {
     if crate::http::parse::trim(list) == b"*" {
         return true;
     }
-    list.split(|&b| b == b',')
-        .map(crate::http::parse::trim)
-        .any(|tag| match tag.strip_prefix(b"W/") {
-            Some(weak) => !strong && weak == etag,
-            None => tag == etag,
-        })
+    list.split(|&b| b == b',').map(crate::http::parse::trim).any(|tag| match tag.strip_prefix(b"W/") {
+        Some(weak) => !strong && weak == etag,
+        None => tag == etag,
+    })
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -604,14 +552,7 @@ mod tests {
     use crate::http::parse::{Parsed, parse_head};
 
     fn entry(size: u64) -> Entry {
-        Entry::new(
-            None,
-            1,
-            1_000_000,
-            size,
-            "text/plain",
-            Body::Mem(vec![b'x'; size as usize].into()),
-        )
+        Entry::new(None, 1, 1_000_000, size, "text/plain", Body::Mem(vec![b'x'; size as usize].into()))
     }
 
     fn decide(req: &str, e: &Entry) -> Decision {
@@ -641,75 +582,30 @@ mod tests {
         let tag = String::from_utf8(e.etag.to_vec()).unwrap();
         let lm = String::from_utf8(e.last_modified.to_vec()).unwrap();
         let base = "GET / HTTP/1.1\r\nHost: h\r\n";
-        assert_eq!(
-            decide(&format!("{base}If-None-Match: {tag}\r\n\r\n"), &e),
-            Decision::NotModified
-        );
-        assert_eq!(
-            decide(&format!("{base}If-None-Match: W/{tag}\r\n\r\n"), &e),
-            Decision::NotModified
-        );
-        assert_eq!(
-            decide(&format!("{base}If-None-Match: \"other\"\r\n\r\n"), &e),
-            Decision::Full
-        );
-        assert_eq!(
-            decide(&format!("{base}If-Modified-Since: {lm}\r\n\r\n"), &e),
-            Decision::NotModified
-        );
+        assert_eq!(decide(&format!("{base}If-None-Match: {tag}\r\n\r\n"), &e), Decision::NotModified);
+        assert_eq!(decide(&format!("{base}If-None-Match: W/{tag}\r\n\r\n"), &e), Decision::NotModified);
+        assert_eq!(decide(&format!("{base}If-None-Match: \"other\"\r\n\r\n"), &e), Decision::Full);
+        assert_eq!(decide(&format!("{base}If-Modified-Since: {lm}\r\n\r\n"), &e), Decision::NotModified);
         // If-None-Match wins over If-Modified-Since.
         assert_eq!(
-            decide(
-                &format!("{base}If-None-Match: \"x\"\r\nIf-Modified-Since: {lm}\r\n\r\n"),
-                &e
-            ),
+            decide(&format!("{base}If-None-Match: \"x\"\r\nIf-Modified-Since: {lm}\r\n\r\n"), &e),
             Decision::Full
         );
+        assert_eq!(decide(&format!("{base}If-Match: \"x\"\r\n\r\n"), &e), Decision::PreconditionFailed);
+        assert_eq!(decide(&format!("{base}If-Match: W/{tag}\r\n\r\n"), &e), Decision::PreconditionFailed);
+        assert_eq!(decide(&format!("{base}If-Match: *\r\n\r\n"), &e), Decision::Full);
         assert_eq!(
-            decide(&format!("{base}If-Match: \"x\"\r\n\r\n"), &e),
+            decide(&format!("{base}If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n\r\n"), &e),
             Decision::PreconditionFailed
         );
+        assert_eq!(decide(&format!("{base}Range: bytes=2-3\r\n\r\n"), &e), Decision::Partial { first: 2, last: 3 });
+        assert_eq!(decide(&format!("{base}Range: bytes=2-3\r\nIf-Range: \"old\"\r\n\r\n"), &e), Decision::Full);
         assert_eq!(
-            decide(&format!("{base}If-Match: W/{tag}\r\n\r\n"), &e),
-            Decision::PreconditionFailed
-        );
-        assert_eq!(
-            decide(&format!("{base}If-Match: *\r\n\r\n"), &e),
-            Decision::Full
-        );
-        assert_eq!(
-            decide(
-                &format!("{base}If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n\r\n"),
-                &e
-            ),
-            Decision::PreconditionFailed
-        );
-        assert_eq!(
-            decide(&format!("{base}Range: bytes=2-3\r\n\r\n"), &e),
+            decide(&format!("{base}Range: bytes=2-3\r\nIf-Range: {tag}\r\n\r\n"), &e),
             Decision::Partial { first: 2, last: 3 }
         );
-        assert_eq!(
-            decide(
-                &format!("{base}Range: bytes=2-3\r\nIf-Range: \"old\"\r\n\r\n"),
-                &e
-            ),
-            Decision::Full
-        );
-        assert_eq!(
-            decide(
-                &format!("{base}Range: bytes=2-3\r\nIf-Range: {tag}\r\n\r\n"),
-                &e
-            ),
-            Decision::Partial { first: 2, last: 3 }
-        );
-        assert_eq!(
-            decide(&format!("{base}Range: bytes=20-\r\n\r\n"), &e),
-            Decision::Unsatisfiable
-        );
-        assert_eq!(
-            decide("HEAD / HTTP/1.1\r\nHost: h\r\nRange: bytes=2-3\r\n\r\n", &e),
-            Decision::Full
-        );
+        assert_eq!(decide(&format!("{base}Range: bytes=20-\r\n\r\n"), &e), Decision::Unsatisfiable);
+        assert_eq!(decide("HEAD / HTTP/1.1\r\nHost: h\r\nRange: bytes=2-3\r\n\r\n", &e), Decision::Full);
     }
 
     #[test]
@@ -729,10 +625,7 @@ mod tests {
         assert_eq!(resolve(root, "/a\\b"), Err(Miss::BadPath));
         assert_eq!(resolve(root, "/.git/config"), Err(Miss::NotFound));
         // Double encoding decodes once: "%2e" is a literal file name.
-        assert_eq!(
-            resolve(root, "/%252e%252e/x"),
-            Ok((PathBuf::from("/srv/%2e%2e/x"), false))
-        );
+        assert_eq!(resolve(root, "/%252e%252e/x"), Ok((PathBuf::from("/srv/%2e%2e/x"), false)));
         assert_eq!(resolve(root, "/d/"), Ok((PathBuf::from("/srv/d"), true)));
     }
 

@@ -25,13 +25,7 @@ pub enum Class {
     Linger = 4,
 }
 
-pub const CLASSES: [Class; 5] = [
-    Class::Header,
-    Class::Idle,
-    Class::Send,
-    Class::CloseWait,
-    Class::Linger,
-];
+pub const CLASSES: [Class; 5] = [Class::Header, Class::Idle, Class::Send, Class::CloseWait, Class::Linger];
 
 /// The links embedded in each record.
 #[derive(Clone, Copy, Debug)]
@@ -45,12 +39,7 @@ pub struct Link {
 
 impl Default for Link {
     fn default() -> Self {
-        Link {
-            prev: NIL,
-            next: NIL,
-            class: None,
-            since: 0,
-        }
+        Link { prev: NIL, next: NIL, class: None, since: 0 }
     }
 }
 
@@ -80,13 +69,7 @@ pub struct Lists {
 
 impl Default for Lists {
     fn default() -> Self {
-        Lists {
-            ends: [Ends {
-                head: NIL,
-                tail: NIL,
-                len: 0,
-            }; CLASSES.len()],
-        }
+        Lists { ends: [Ends { head: NIL, tail: NIL, len: 0 }; CLASSES.len()] }
     }
 }
 
@@ -118,12 +101,7 @@ impl Lists {
             t.link_mut().next = key as u32;
         }
         if let Some(rec) = slab.get_mut(key) {
-            *rec.link_mut() = Link {
-                prev: old_tail,
-                next: NIL,
-                class: Some(class),
-                since: now,
-            };
+            *rec.link_mut() = Link { prev: old_tail, next: NIL, class: Some(class), since: now };
         }
     }
 
@@ -191,10 +169,7 @@ mod tests {
         lists.enter(&mut slab, keys[1], Class::Idle, 10);
         assert_eq!(lists.len(Class::Idle), 5);
         assert_eq!(slab[keys[0]].0.since, 0);
-        assert_eq!(
-            drain(&mut lists, &mut slab, Class::Idle),
-            vec![keys[0], keys[2], keys[3], keys[4], keys[1]]
-        );
+        assert_eq!(drain(&mut lists, &mut slab, Class::Idle), vec![keys[0], keys[2], keys[3], keys[4], keys[1]]);
     }
 
     #[test]

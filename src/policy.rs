@@ -6,6 +6,11 @@
 /// output is unsent: a client that pipelines and never reads gets no more
 /// work done for it, and stops being read too (back-pressure, §9).
 pub const OUT_HIGH_WATER: u64 = 64 * 1024;
+/// While a connection still has complete requests queued (its quantum ran
+/// out), its responses wait for the next turn unless this much is already
+/// pending: a pipeline of small responses then leaves in one write instead
+/// of one per turn.
+pub const FLUSH_THRESHOLD: u64 = 16 * 1024;
 /// Bytes one connection may write per turn before yielding to the others
 /// (lighttpd's "so as not to monopolise").
 pub const WRITE_BUDGET: u64 = 512 * 1024;

@@ -34,7 +34,7 @@ use crate::http::reply::{self, DateCache};
 use crate::http::{CloseKind, Persist, Reading, Status};
 use crate::lru::{CLASSES, Class, Lists};
 use crate::policy::{
-    self, CLIENT_FIRST_GRACE_MS, DRAIN_BUDGET, LINGER_MAX_BYTES, OUT_HIGH_WATER, WRITE_BUDGET,
+    self, CLIENT_FIRST_GRACE_MS, DRAIN_BUDGET, FLUSH_THRESHOLD, LINGER_MAX_BYTES, OUT_HIGH_WATER, WRITE_BUDGET,
 };
 use crate::sched::Scheduler;
 use crate::service::{Ctx, Limits, Service, Step};
@@ -100,16 +100,12 @@ impl Server {
         let mut listener = TcpListener::from_std(std_listener);
         let local_addr = listener.local_addr()?;
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let now_wall = SystemTime::now();
         let files = Files::new(cfg.root.as_deref(), now_wall)?;
         let log = cfg.access_log.as_deref().map(AccessLog::open).transpose()?;
-        let limits = Limits {
-            max_head: cfg.max_header_bytes,
-            max_body: cfg.max_body_bytes,
-            max_requests: cfg.max_requests,
-        };
+        let limits =
+            Limits { max_head: cfg.max_header_bytes, max_body: cfg.max_body_bytes, max_requests: cfg.max_requests };
         // The input buffer holds a whole head with room to spare, so an
         // oversized head is detected (431) before the buffer is full.
         let input_capacity = (16 * 1024).max(cfg.max_header_bytes + 1024);
@@ -120,10 +116,7 @@ impl Server {
             nofile,
             backlog,
             cfg.backlog,
-            cfg.root.as_ref().map_or_else(
-                || "the built-in demo site".to_string(),
-                |r| r.display().to_string()
-            )
+            cfg.root.as_ref().map_or_else(|| "the built-in demo site".to_string(), |r| r.display().to_string())
         );
         let mut stats = Stats::default();
         stats.gauges.max_conns = cfg.max_conns;
@@ -169,11 +162,8 @@ impl Server {
 
     /// One turn of the loop.
     pub fn turn(&mut self) -> io::Result<()> {
-        let timeout = if self.runq.is_empty() && !self.accept_ready {
-            self.next_deadline()
-        } else {
-            Some(Duration::ZERO)
-        };
+        let timeout =
+            if self.runq.is_empty() && !self.accept_ready { self.next_deadline() } else { Some(Duration::ZERO) };
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -285,11 +275,7 @@ impl Server {
             match self.listener.accept() {
                 Ok((sock, peer)) => self.admit(sock, peer),
                 Err(e) if sys::is_would_block(&e) => self.accept_ready = false,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) if sys::is_out_of_descriptors(&e) => {
                     self.stats.counters.accept_errors += 1;
                     self.shed_pending(&e);
@@ -340,18 +326,13 @@ impl Server {
         let _ = sock.set_nodelay(true);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        if let Err(e) = self.poll.registry().register(
-            &mut sock,
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        if let Err(e) = self.poll.registry().register(&mut sock, Token(key), Interest::READABLE | Interest::WRITABLE) {
             warn!("register: {e}");
             return;
         }
         entry.insert(Conn::new(sock, peer));
         trace!("#{key} accepted from {peer}");
-        self.lists
-            .enter(&mut self.conns, key, Class::Header, self.now);
+        self.lists.enter(&mut self.conns, key, Class::Header, self.now);
         self.push_runq(key);
     }
 
@@ -362,11 +343,7 @@ impl Server {
         let victim = self
             .lists
             .front(Class::Header)
-            .filter(|&k| {
-                self.conns
-                    .get(k)
-                    .is_some_and(|c| c.link.since + policy::SLOW_HEAD_MS <= self.now)
-            })
+            .filter(|&k| self.conns.get(k).is_some_and(|c| c.link.since + policy::SLOW_HEAD_MS <= self.now))
             .or_else(|| self.lists.front(Class::Idle));
         let Some(key) = victim else { return false };
         debug!("#{key} evicted to make room");
@@ -391,18 +368,12 @@ impl Server {
         );
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        if self
-            .poll
-            .registry()
-            .register(&mut sock, Token(key), Interest::READABLE)
-            .is_err()
-        {
+        if self.poll.registry().register(&mut sock, Token(key), Interest::READABLE).is_err() {
             return;
         }
         entry.insert(Conn::refused(sock, peer, &answer));
         self.stats.counters.lingering_closes += 1;
-        self.lists
-            .enter(&mut self.conns, key, Class::Linger, self.now);
+        self.lists.enter(&mut self.conns, key, Class::Linger, self.now);
         self.push_runq(key);
     }
 
@@ -410,10 +381,7 @@ impl Server {
     /// has drained longest is closed outright.
     fn make_closing_room(&mut self) {
         if self.closing() >= self.max_closing
-            && let Some(oldest) = self
-                .lists
-                .front(Class::Linger)
-                .or_else(|| self.lists.front(Class::CloseWait))
+            && let Some(oldest) = self.lists.front(Class::Linger).or_else(|| self.lists.front(Class::CloseWait))
         {
             self.close_now(oldest);
         }
@@ -448,10 +416,7 @@ impl Server {
                     if !o.readable || o.peer_eof || o.failed {
                         continue;
                     }
-                    if o.bufs
-                        .as_ref()
-                        .is_some_and(|b| b.out.pending() >= OUT_HIGH_WATER)
-                    {
+                    if o.bufs.as_ref().is_some_and(|b| b.out.pending() >= OUT_HIGH_WATER) {
                         // Back-pressure: the client is not reading its
                         // responses, so stop reading its requests.
                         self.stats.counters.backpressure_stalls += 1;
@@ -475,17 +440,7 @@ impl Server {
 
     /// Step 5: round-robin passes over the connections with requests.
     fn serve_phase(&mut self) {
-        let Server {
-            sched,
-            batch,
-            conns,
-            service,
-            stats,
-            date,
-            cfg,
-            idle_timeout_ms,
-            ..
-        } = self;
+        let Server { sched, batch, conns, service, stats, date, cfg, idle_timeout_ms, .. } = self;
         let idle_timeout_secs = (*idle_timeout_ms / 1000).max(1);
         sched.run(batch, cfg.quantum, |key| {
             let Some(conn) = conns.get_mut(key) else {
@@ -504,19 +459,8 @@ impl Server {
             if bufs.out.pending() >= OUT_HIGH_WATER {
                 return false;
             }
-            let mut ctx = Ctx {
-                now_secs: date.unix_secs(),
-                date: date.text(),
-                idle_timeout_secs,
-                peer,
-                stats,
-            };
-            let (n, step) = service.serve_one(
-                &mut o.proto,
-                &bufs.input[bufs.start..],
-                &mut bufs.out,
-                &mut ctx,
-            );
+            let mut ctx = Ctx { now_secs: date.unix_secs(), date: date.text(), idle_timeout_secs, peer, stats };
+            let (n, step) = service.serve_one(&mut o.proto, &bufs.input[bufs.start..bufs.end], &mut bufs.out, &mut ctx);
             bufs.start += n;
             match step {
                 Step::Answered => {
@@ -542,14 +486,15 @@ impl Server {
             let Side::Open(o) = &mut conn.side else {
                 continue;
             };
-            if o.writable
-                && o.output_pending()
-                && o.flush(WRITE_BUDGET) > 0
-                && conn.link.class() == Some(Class::Send)
-            {
+            let queued = !o.need_input && !o.proto.is_done() && o.bufs.as_ref().is_some_and(|b| b.has_input());
+            if queued && o.bufs.as_ref().is_some_and(|b| b.out.pending() < FLUSH_THRESHOLD) {
+                // More requests wait for the next turn (the quantum ran out):
+                // answer them together; settle re-queues the connection.
+                continue;
+            }
+            if o.writable && o.output_pending() && o.flush(WRITE_BUDGET) > 0 && conn.link.class() == Some(Class::Send) {
                 // Progress restarts the send timeout.
-                self.lists
-                    .enter(&mut self.conns, key, Class::Send, self.now);
+                self.lists.enter(&mut self.conns, key, Class::Send, self.now);
             }
         }
     }
@@ -619,19 +564,11 @@ impl Server {
             };
         }
         let (has_input, out_room, in_room) = match &o.bufs {
-            Some(b) => (
-                b.has_input(),
-                b.out.pending() < OUT_HIGH_WATER,
-                b.start > 0 || b.input.len() < b.input.capacity(),
-            ),
+            Some(b) => (b.has_input(), b.out.pending() < OUT_HIGH_WATER, b.has_room()),
             None => (false, true, true),
         };
-        let (peer_eof, need_input, readable, writable) =
-            (o.peer_eof, o.need_input, o.readable, o.writable);
-        let in_body = matches!(
-            o.proto.reading,
-            Reading::Discard { .. } | Reading::Collect { .. }
-        );
+        let (peer_eof, need_input, readable, writable) = (o.peer_eof, o.need_input, o.readable, o.writable);
+        let in_body = matches!(o.proto.reading, Reading::Discard { .. } | Reading::Collect { .. });
         if peer_eof && !pending && (!has_input || need_input) {
             // The client finished sending and all it asked is answered.
             self.stats.counters.client_closes_first += 1;
@@ -654,15 +591,13 @@ impl Server {
             // A head or body in progress: the header timeout runs from when
             // it started, so a slowloris gains nothing by trickling.
             if progress || class != Some(Class::Header) {
-                self.lists
-                    .enter(&mut self.conns, key, Class::Header, self.now);
+                self.lists.enter(&mut self.conns, key, Class::Header, self.now);
             }
         } else if !pending && !more_read {
             // Idle: give the buffers back; only the record stays.
             self.release_bufs(key);
             if class != Some(Class::Idle) {
-                self.lists
-                    .enter(&mut self.conns, key, Class::Idle, self.now);
+                self.lists.enter(&mut self.conns, key, Class::Idle, self.now);
             }
         } else if class.is_some() && progress {
             self.lists.leave(&mut self.conns, key);
@@ -710,24 +645,12 @@ impl Server {
     fn header_timeout(&mut self, key: usize) {
         self.stats.counters.header_timeouts += 1;
         let date = *self.date.text();
-        if let Some(Conn {
-            side: Side::Open(o),
-            ..
-        }) = self.conns.get_mut(key)
-        {
-            let started_head =
-                o.proto.reading == Reading::Head && o.bufs.as_ref().is_some_and(|b| b.has_input());
+        if let Some(Conn { side: Side::Open(o), .. }) = self.conns.get_mut(key) {
+            let started_head = o.proto.reading == Reading::Head && o.bufs.as_ref().is_some_and(|b| b.has_input());
             if started_head {
                 if let Some(bufs) = o.bufs.as_mut() {
-                    reply::simple(
-                        bufs.out.bytes(),
-                        Status::REQUEST_TIMEOUT,
-                        &date,
-                        Persist::Close,
-                        b"",
-                        true,
-                    );
-                    bufs.start = bufs.input.len();
+                    reply::simple(bufs.out.bytes(), Status::REQUEST_TIMEOUT, &date, Persist::Close, b"", true);
+                    bufs.start = bufs.end;
                 }
                 o.proto.finish(CloseKind::ServerFirst);
                 self.lists.leave(&mut self.conns, key);
@@ -740,10 +663,7 @@ impl Server {
 
     /// Give back a connection's buffers (before it stops being `Open`).
     fn release_bufs(&mut self, key: usize) {
-        if let Some(Conn {
-            side: Side::Open(o),
-            ..
-        }) = self.conns.get_mut(key)
+        if let Some(Conn { side: Side::Open(o), .. }) = self.conns.get_mut(key)
             && let Some(bufs) = o.bufs.take()
         {
             self.pool.give(bufs);
@@ -760,8 +680,7 @@ impl Server {
         };
         conn.await_fin();
         trace!("#{key} Open=>AwaitFin");
-        self.lists
-            .enter(&mut self.conns, key, Class::CloseWait, self.now);
+        self.lists.enter(&mut self.conns, key, Class::CloseWait, self.now);
         self.push_runq(key);
     }
 
@@ -771,10 +690,7 @@ impl Server {
         if self.cfg.abortive_close {
             return self.close_now(key);
         }
-        if matches!(
-            self.conns.get(key).map(|c| &c.side),
-            Some(Side::Lingering(_)) | None
-        ) {
+        if matches!(self.conns.get(key).map(|c| &c.side), Some(Side::Lingering(_)) | None) {
             return;
         }
         self.make_closing_room();
@@ -785,8 +701,7 @@ impl Server {
         conn.linger();
         trace!("#{key} =>Lingering");
         self.stats.counters.lingering_closes += 1;
-        self.lists
-            .enter(&mut self.conns, key, Class::Linger, self.now);
+        self.lists.enter(&mut self.conns, key, Class::Linger, self.now);
         self.push_runq(key);
     }
 

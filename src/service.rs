@@ -64,13 +64,7 @@ impl Service {
     /// Consume input for at most one request: the rest of the previous
     /// request's body, then one head, answered at once.
     /// Returns the bytes consumed and what happened.
-    pub fn serve_one(
-        &mut self,
-        proto: &mut Proto,
-        input: &[u8],
-        out: &mut Output,
-        ctx: &mut Ctx<'_>,
-    ) -> (usize, Step) {
+    pub fn serve_one(&mut self, proto: &mut Proto, input: &[u8], out: &mut Output, ctx: &mut Ctx<'_>) -> (usize, Step) {
         let mut pos = 0;
         if let Reading::Discard { decoder, left } = &mut proto.reading {
             let mut seen = 0u64;
@@ -103,10 +97,7 @@ impl Service {
                 (pos + len, Step::Answered)
             }
             Ok(Parsed::Http2Preface) => {
-                warn!(
-                    "{}: HTTP/2 connection preface refused; linger speaks HTTP/1.1 (use h2load --h1)",
-                    ctx.peer
-                );
+                warn!("{}: HTTP/2 connection preface refused; linger speaks HTTP/1.1 (use h2load --h1)", ctx.peer);
                 refuse_http2(out.bytes());
                 proto.finish(CloseKind::ServerFirst);
                 (input.len(), Step::Answered)
@@ -120,13 +111,7 @@ impl Service {
 
     /// Answer a head that could not be parsed, then close: after a framing
     /// error the next request cannot be found.
-    pub fn reject(
-        &mut self,
-        proto: &mut Proto,
-        reject: Reject,
-        out: &mut Output,
-        ctx: &mut Ctx<'_>,
-    ) {
+    pub fn reject(&mut self, proto: &mut Proto, reject: Reject, out: &mut Output, ctx: &mut Ctx<'_>) {
         debug!("{}: {} ({})", ctx.peer, reject.status.code(), reject.why);
         ctx.stats.counters.requests += 1;
         proto.served += 1;
@@ -134,15 +119,7 @@ impl Service {
         let mut reply = Reply::new(out, ctx.date, Persist::Close, false);
         reply.simple(reject.status, b"");
         if let Some(log) = &mut self.log {
-            log.record(
-                ctx.now_secs,
-                ctx.peer,
-                "-",
-                "-",
-                "-",
-                reject.status.code(),
-                reply.body_bytes,
-            );
+            log.record(ctx.now_secs, ctx.peer, "-", "-", "-", reject.status.code(), reply.body_bytes);
         }
     }
 
@@ -154,9 +131,7 @@ impl Service {
         let mut server_close = proto.served >= self.limits.max_requests;
         let mut early: Option<Status> = None;
         match head.body {
-            BodyLength::None if head.method.expects_content() => {
-                early = Some(Status::LENGTH_REQUIRED)
-            }
+            BodyLength::None if head.method.expects_content() => early = Some(Status::LENGTH_REQUIRED),
             BodyLength::Length(n) if n > self.limits.max_body => {
                 early = Some(Status::CONTENT_TOO_LARGE);
                 server_close = true;
@@ -173,10 +148,7 @@ impl Service {
                         BodyLength::Length(n) => BodyDecoder::length(n),
                         _ => BodyDecoder::chunked(),
                     };
-                    proto.reading = Reading::Discard {
-                        decoder,
-                        left: self.limits.max_body,
-                    };
+                    proto.reading = Reading::Discard { decoder, left: self.limits.max_body };
                 }
             }
         }
@@ -196,23 +168,11 @@ impl Service {
             None => self.route(head, &mut reply, ctx),
         }
         if !keep {
-            proto.finish(if server_close {
-                CloseKind::ServerFirst
-            } else {
-                CloseKind::ClientFirst
-            });
+            proto.finish(if server_close { CloseKind::ServerFirst } else { CloseKind::ClientFirst });
         }
         if let Some(log) = &mut self.log {
             let (m, t, v) = (head.method_str, head.target, head.version.as_str());
-            log.record(
-                ctx.now_secs,
-                ctx.peer,
-                m,
-                t,
-                v,
-                reply.status.code(),
-                reply.body_bytes,
-            );
+            log.record(ctx.now_secs, ctx.peer, m, t, v, reply.status.code(), reply.body_bytes);
         }
     }
 
@@ -276,17 +236,7 @@ fn refuse_http2(out: &mut Vec<u8>) {
     const DEBUG: &[u8] = b"linger speaks HTTP/1.1 only; use h2load --h1";
     out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
     let len = 8 + DEBUG.len();
-    out.extend_from_slice(&[
-        (len >> 16) as u8,
-        (len >> 8) as u8,
-        len as u8,
-        7,
-        0,
-        0,
-        0,
-        0,
-        0,
-    ]);
+    out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, 7, 0, 0, 0, 0, 0]);
     out.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x0d]);
     out.extend_from_slice(DEBUG);
 }
@@ -299,15 +249,7 @@ mod tests {
     fn service(max_requests: u32) -> Service {
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let files = Files::new(None, now).unwrap();
-        Service::new(
-            files,
-            Limits {
-                max_head: 8192,
-                max_body: 1024,
-                max_requests,
-            },
-            None,
-        )
+        Service::new(files, Limits { max_head: 8192, max_body: 1024, max_requests }, None)
     }
 
     /// Feed `input` in pieces of `piece` bytes, serving everything that
@@ -369,18 +311,11 @@ mod tests {
     #[test]
     fn oversized_body_gets_413_and_expect_closes() {
         let mut svc = service(100);
-        let (text, proto) = drive(
-            &mut svc,
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n",
-            1000,
-        );
+        let (text, proto) = drive(&mut svc, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n", 1000);
         assert!(text.starts_with("HTTP/1.1 413 Content Too Large\r\n"));
         assert_eq!(proto.close_kind(), Some(CloseKind::ServerFirst));
-        let (text, proto) = drive(
-            &mut svc,
-            b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
-            1000,
-        );
+        let (text, proto) =
+            drive(&mut svc, b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", 1000);
         assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
         assert!(!text.contains("100 Continue"));
         assert_eq!(proto.close_kind(), Some(CloseKind::ServerFirst));
@@ -391,10 +326,8 @@ mod tests {
     #[test]
     fn chunked_body_over_limit_while_discarding_closes() {
         let mut svc = service(100);
-        let body = format!(
-            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n{}\r\n",
-            "x".repeat(2048)
-        );
+        let body =
+            format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n{}\r\n", "x".repeat(2048));
         let (text, proto) = drive(&mut svc, body.as_bytes(), 100);
         assert_eq!(text.matches("HTTP/1.1 ").count(), 1);
         assert_eq!(proto.close_kind(), Some(CloseKind::ServerFirst));

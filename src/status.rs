@@ -110,16 +110,7 @@ mod tests {
         assert!(text.starts_with("{\"active\":0,"));
         assert!(text.contains("\"evicted\":3"));
         assert!(text.contains("\"idle_timeout_ms\":60000"));
-        for name in [
-            "reading",
-            "writing",
-            "held",
-            "streaming",
-            "lingering",
-            "accepted",
-            "requests",
-            "reaped",
-        ] {
+        for name in ["reading", "writing", "held", "streaming", "lingering", "accepted", "requests", "reaped"] {
             assert!(text.contains(&format!("\"{name}\":")), "{name}");
         }
     }

@@ -65,11 +65,7 @@ pub fn send(fd: RawFd, buf: &[u8], more: bool) -> io::Result<usize> {
     };
     // SAFETY: buf is a live slice; the length passed is its length.
     let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
 /// Send `len` bytes of `file` from `off` to the socket without copying
@@ -80,11 +76,7 @@ pub fn sendfile(sock: RawFd, file: &File, off: u64, len: u64) -> io::Result<usiz
     let count = len.min(isize::MAX as u64) as usize;
     // SAFETY: both descriptors are open; offset is a live local.
     let n = unsafe { libc::sendfile(sock, file.as_raw_fd(), &mut offset, count) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
 #[cfg(any(target_os = "freebsd", target_os = "dragonfly"))]
@@ -92,43 +84,18 @@ pub fn sendfile(sock: RawFd, file: &File, off: u64, len: u64) -> io::Result<usiz
     let mut sent: libc::off_t = 0;
     // SAFETY: both descriptors are open; no header/trailer vectors.
     let rc = unsafe {
-        libc::sendfile(
-            file.as_raw_fd(),
-            sock,
-            off as libc::off_t,
-            len as usize,
-            std::ptr::null_mut(),
-            &mut sent,
-            0,
-        )
+        libc::sendfile(file.as_raw_fd(), sock, off as libc::off_t, len as usize, std::ptr::null_mut(), &mut sent, 0)
     };
     // FreeBSD reports partial progress together with EAGAIN.
-    if rc < 0 && sent == 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(sent as usize)
-    }
+    if rc < 0 && sent == 0 { Err(io::Error::last_os_error()) } else { Ok(sent as usize) }
 }
 
 #[cfg(any(target_os = "macos", target_os = "ios"))]
 pub fn sendfile(sock: RawFd, file: &File, off: u64, len: u64) -> io::Result<usize> {
     let mut sent = len as libc::off_t;
     // SAFETY: both descriptors are open; `sent` is in/out.
-    let rc = unsafe {
-        libc::sendfile(
-            file.as_raw_fd(),
-            sock,
-            off as libc::off_t,
-            &mut sent,
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    if rc < 0 && sent == 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(sent as usize)
-    }
+    let rc = unsafe { libc::sendfile(file.as_raw_fd(), sock, off as libc::off_t, &mut sent, std::ptr::null_mut(), 0) };
+    if rc < 0 && sent == 0 { Err(io::Error::last_os_error()) } else { Ok(sent as usize) }
 }
 
 /// Elsewhere: read a slice and write it (correct, one copy).
@@ -151,20 +118,14 @@ pub fn sendfile(sock: RawFd, file: &File, off: u64, len: u64) -> io::Result<usiz
 /// Raise the soft descriptor limit to the hard one; return the limit now in
 /// force.
 pub fn raise_nofile_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit with a pointer to a live struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 1024;
         }
         if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
+            let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
                 lim.rlim_cur = lim.rlim_max;
             }
@@ -185,8 +146,5 @@ pub fn is_would_block(e: &io::Error) -> bool {
 }
 
 pub fn is_out_of_descriptors(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
-    )
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM))
 }

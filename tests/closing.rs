@@ -17,17 +17,11 @@ const ABORTIVE: &[(&str, &str)] = &[("LINGER_TEST_ABORTIVE_CLOSE", "1")];
 /// A request padded to a few KiB, so that on loopback some of a pipeline
 /// is still unread in the server's socket when it decides to close.
 fn padded_get(i: usize) -> String {
-    format!(
-        "GET /hello.txt?n={i} HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
-        "p".repeat(4000)
-    )
+    format!("GET /hello.txt?n={i} HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n", "p".repeat(4000))
 }
 
 fn is_reset(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
-    )
+    matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted)
 }
 
 /// Scenario 1: 15 pipelined requests, `--max-requests 5`. Returns the
@@ -42,14 +36,7 @@ fn pipeline_past_the_cap(server: &Server) -> (Vec<support::Response>, io::Result
         match rd.response(&mut s, false) {
             Ok(r) => responses.push(r),
             Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
-                return (
-                    responses,
-                    if rd.leftover().is_empty() {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    },
-                );
+                return (responses, if rd.leftover().is_empty() { Ok(()) } else { Err(e) });
             }
             Err(e) => return (responses, Err(e)),
         }
@@ -77,13 +64,8 @@ fn request_cap_answers_exactly_five_then_clean_eof() {
 fn upload_past_the_limit(server: &Server) -> (io::Result<()>, Vec<u8>, io::Result<()>) {
     let mut s = server.connect();
     let body = vec![b'u'; 8 << 20];
-    let head = format!(
-        "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let wrote = s
-        .write_all(head.as_bytes())
-        .and_then(|()| s.write_all(&body));
+    let head = format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len());
+    let wrote = s.write_all(head.as_bytes()).and_then(|()| s.write_all(&body));
     let (bytes, end) = Reader::new().until_eof(&mut s);
     (wrote, bytes, end)
 }
@@ -92,31 +74,19 @@ fn upload_past_the_limit(server: &Server) -> (io::Result<()>, Vec<u8>, io::Resul
 fn early_413_reaches_a_client_still_sending_its_body() {
     let server = Server::start(&["--max-body-bytes", "1024"]);
     let (wrote, bytes, end) = upload_past_the_limit(&server);
-    assert!(
-        wrote.is_ok(),
-        "the client could send its whole body: {wrote:?}"
-    );
+    assert!(wrote.is_ok(), "the client could send its whole body: {wrote:?}");
     assert!(end.is_ok(), "clean EOF, not {end:?}");
     let text = String::from_utf8(bytes).unwrap();
-    assert!(
-        text.starts_with("HTTP/1.1 413 Content Too Large\r\n"),
-        "{text}"
-    );
+    assert!(text.starts_with("HTTP/1.1 413 Content Too Large\r\n"), "{text}");
     assert!(text.contains("Connection: close\r\n"));
-    assert!(
-        text.ends_with("\r\n\r\n413 Content Too Large\n"),
-        "complete response: {text:?}"
-    );
+    assert!(text.ends_with("\r\n\r\n413 Content Too Large\n"), "complete response: {text:?}");
     let s = server.status();
     assert!(s["lingering_closes"] >= 1);
 }
 
 #[test]
 fn without_lingering_the_same_scenarios_show_the_reset() {
-    let server = Server::start_env(
-        &["--max-requests", "5", "--max-body-bytes", "1024"],
-        ABORTIVE,
-    );
+    let server = Server::start_env(&["--max-requests", "5", "--max-body-bytes", "1024"], ABORTIVE);
     let (responses, end) = pipeline_past_the_cap(&server);
     let lost = responses.len() < 5;
     assert!(
@@ -126,11 +96,7 @@ fn without_lingering_the_same_scenarios_show_the_reset() {
     );
     let (wrote, bytes, end) = upload_past_the_limit(&server);
     let reset = wrote.as_ref().is_err_and(is_reset) || end.as_ref().is_err_and(is_reset);
-    assert!(
-        reset,
-        "expected a reset: write {wrote:?}, read {end:?}, {} bytes",
-        bytes.len()
-    );
+    assert!(reset, "expected a reset: write {wrote:?}, read {end:?}, {} bytes", bytes.len());
 }
 
 #[test]
@@ -146,10 +112,7 @@ fn half_closed_client_gets_all_its_responses() {
         assert_eq!(r.body, b"Hello, World!");
     }
     let (rest, end) = rd.until_eof(&mut s);
-    assert!(
-        rest.is_empty() && end.is_ok(),
-        "then the server closes: {end:?}"
-    );
+    assert!(rest.is_empty() && end.is_ok(), "then the server closes: {end:?}");
 }
 
 /// After the server closed an idle connection: the client reads EOF, and
@@ -157,33 +120,21 @@ fn half_closed_client_gets_all_its_responses() {
 fn assert_closed_gracefully(mut s: TcpStream) {
     let mut rd = Reader::new();
     let (bytes, end) = rd.until_eof(&mut s);
-    assert!(
-        bytes.is_empty() && end.is_ok(),
-        "clean EOF, got {} bytes, {end:?}",
-        bytes.len()
-    );
+    assert!(bytes.is_empty() && end.is_ok(), "clean EOF, got {} bytes, {end:?}", bytes.len());
     let late = s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert!(
-        late.is_ok(),
-        "a late request is drained, not reset: {late:?}"
-    );
+    assert!(late.is_ok(), "a late request is drained, not reset: {late:?}");
     let mut buf = [0u8; 64];
-    s.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     match s.read(&mut buf) {
         Ok(0) => {}
         Ok(n) => panic!("a response after the close: {:?}", &buf[..n]),
-        Err(e) => assert!(
-            matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
-            "{e}"
-        ),
+        Err(e) => assert!(matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{e}"),
     }
 }
 
 fn idle_client(server: &Server) -> TcpStream {
     let mut s = server.connect();
-    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let r = Reader::new().response(&mut s, false).unwrap();
     assert_eq!(r.status, 200);
     s
@@ -205,18 +156,14 @@ fn evicted_idle_connection_closes_with_the_handshake() {
     // Both are idle once their responses are out (the server settles a
     // connection in the turn that flushes it). A third client needs a slot.
     let mut s = server.connect();
-    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     assert_eq!(Reader::new().response(&mut s, false).unwrap().status, 200);
     assert_closed_gracefully(oldest);
 }
 
 /// `ss -tan state time-wait` rows as (local port, peer port).
 fn time_wait_pairs() -> Vec<(u16, u16)> {
-    let out = Command::new("ss")
-        .args(["-tanH", "state", "time-wait"])
-        .output()
-        .expect("ss (iproute2) is needed");
+    let out = Command::new("ss").args(["-tanH", "state", "time-wait"]).output().expect("ss (iproute2) is needed");
     let port = |s: &str| s.rsplit(':').next().and_then(|p| p.parse().ok());
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -255,10 +202,7 @@ fn one_exchange_then_close(server: &Server, request: &str, server_first: bool) -
         if (server_first && server_side) || (!server_first && client_side) {
             return (client_port, server_side);
         }
-        assert!(
-            Instant::now() < deadline,
-            "no TIME_WAIT for port {client_port} appeared"
-        );
+        assert!(Instant::now() < deadline, "no TIME_WAIT for port {client_port} appeared");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -267,24 +211,14 @@ fn one_exchange_then_close(server: &Server, request: &str, server_first: bool) -
 fn client_that_asked_to_close_carries_the_time_wait() {
     let server = Server::start(&[]);
     for _ in 0..3 {
-        let (port, server_side) = one_exchange_then_close(
-            &server,
-            "GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-            false,
-        );
-        assert!(
-            !server_side,
-            "server holds TIME_WAIT for client port {port}"
-        );
+        let (port, server_side) =
+            one_exchange_then_close(&server, "GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", false);
+        assert!(!server_side, "server holds TIME_WAIT for client port {port}");
     }
     assert!(server.status()["client_closes_first"] >= 3);
     // Control: when the server decides to close (request cap), it shuts
     // down first and the TIME_WAIT lands on its side: the check can tell.
     let capped = Server::start(&["--max-requests", "1"]);
-    let (_, server_side) =
-        one_exchange_then_close(&capped, "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n", true);
-    assert!(
-        server_side,
-        "control: a server-first close leaves TIME_WAIT on the server"
-    );
+    let (_, server_side) = one_exchange_then_close(&capped, "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n", true);
+    assert!(server_side, "control: a server-first close leaves TIME_WAIT on the server");
 }

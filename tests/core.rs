@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 use support::{Reader, Server, TempDir, WAIT};
 
 fn linger(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_linger"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_linger")).args(args).output().unwrap()
 }
 
 #[test]
@@ -43,26 +40,12 @@ fn help_lists_every_flag_with_defaults_and_bad_input_exits_2() {
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
-    for default in [
-        "[127.0.0.1:8080]",
-        "[1024]",
-        "[10000]",
-        "[1000]",
-        "[60]",
-        "[2]",
-        "[5]",
-        "[4]",
-        "[8192]",
-        "[1048576]",
-    ] {
+    for default in
+        ["[127.0.0.1:8080]", "[1024]", "[10000]", "[1000]", "[60]", "[2]", "[5]", "[4]", "[8192]", "[1048576]"]
+    {
         assert!(help.contains(default), "--help lacks default {default}");
     }
-    for bad in [
-        &["--max-conns", "lots"][..],
-        &["--nope"],
-        &["--listen", "8080"],
-        &["--root", "/no/such/dir"],
-    ] {
+    for bad in [&["--max-conns", "lots"][..], &["--nope"], &["--listen", "8080"], &["--root", "/no/such/dir"]] {
         let out = linger(bad);
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
         let err = String::from_utf8(out.stderr).unwrap();
@@ -70,11 +53,7 @@ fn help_lists_every_flag_with_defaults_and_bad_input_exits_2() {
         assert!(err.starts_with("linger: "), "{err}");
     }
     let out = linger(&["--version"]);
-    assert!(
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .starts_with("linger ")
-    );
+    assert!(String::from_utf8(out.stdout).unwrap().starts_with("linger "));
 }
 
 #[test]
@@ -87,13 +66,7 @@ fn built_in_site_with_date_server_and_length() {
     let date = r.header("date").expect("Date");
     assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
     assert!(r.header("server").unwrap().starts_with("linger/"));
-    assert_eq!(
-        r.header("content-length")
-            .unwrap()
-            .parse::<usize>()
-            .unwrap(),
-        r.body.len()
-    );
+    assert_eq!(r.header("content-length").unwrap().parse::<usize>().unwrap(), r.body.len());
     let r = server.get("/hello.txt");
     assert_eq!(r.body, b"Hello, World!");
     assert_eq!(server.get("/missing").status, 404);
@@ -105,26 +78,17 @@ fn http11_persists_by_default_and_honours_close() {
     let mut s = server.connect();
     let mut rd = Reader::new();
     for _ in 0..3 {
-        s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
-            .unwrap();
+        s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
         let r = rd.response(&mut s, false).unwrap();
         assert_eq!(r.status, 200);
         assert!(!r.closes());
-        assert!(
-            r.header("keep-alive")
-                .unwrap()
-                .starts_with("timeout=60, max=")
-        );
+        assert!(r.header("keep-alive").unwrap().starts_with("timeout=60, max="));
     }
-    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
     let r = rd.response(&mut s, false).unwrap();
     assert!(r.closes());
     let (rest, end) = rd.until_eof(&mut s);
-    assert!(
-        rest.is_empty() && end.is_ok(),
-        "clean EOF after Connection: close"
-    );
+    assert!(rest.is_empty() && end.is_ok(), "clean EOF after Connection: close");
 }
 
 #[test]
@@ -132,14 +96,12 @@ fn http10_closes_unless_keep_alive_asked() {
     let server = Server::start(&[]);
     let mut s = server.connect();
     let mut rd = Reader::new();
-    s.write_all(b"GET /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-        .unwrap();
+    s.write_all(b"GET /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
     let r = rd.response(&mut s, false).unwrap();
     assert_eq!(r.header("connection"), Some("keep-alive"));
     assert!(r.header("keep-alive").is_some());
     // absolute-form target, and 1.0 needs no Host
-    s.write_all(b"GET http://example.org/hello.txt HTTP/1.0\r\n\r\n")
-        .unwrap();
+    s.write_all(b"GET http://example.org/hello.txt HTTP/1.0\r\n\r\n").unwrap();
     let r = rd.response(&mut s, false).unwrap();
     assert_eq!(r.body, b"Hello, World!");
     assert!(r.closes());
@@ -168,10 +130,7 @@ fn hundred_pipelined_requests_in_one_write_answer_in_order() {
         let r = rd.response(&mut s, head).unwrap();
         assert_eq!(r.status, 200, "response {i}");
         let expected = format!("file number {i}");
-        assert_eq!(
-            r.header("content-length").unwrap(),
-            expected.len().to_string()
-        );
+        assert_eq!(r.header("content-length").unwrap(), expected.len().to_string());
         if !head {
             assert_eq!(r.text(), expected, "response {i} out of order");
         }
@@ -185,22 +144,15 @@ fn methods_head_options_405_501() {
     let head = server.request("HEAD /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
-    for name in [
-        "content-length",
-        "content-type",
-        "etag",
-        "last-modified",
-        "accept-ranges",
-    ] {
+    for name in ["content-length", "content-type", "etag", "last-modified", "accept-ranges"] {
         assert_eq!(head.header(name), get.header(name), "{name}");
     }
     let r = server.request("OPTIONS /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("allow"), Some("GET, HEAD, OPTIONS"));
     for m in ["POST", "PUT", "DELETE", "TRACE"] {
-        let r = server.request(&format!(
-            "{m} /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        ));
+        let r = server
+            .request(&format!("{m} /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"));
         // Content-Length: 0 is a length: the method is what is refused.
         assert_eq!(r.status, 405, "{m}");
         assert_eq!(r.header("allow"), Some("GET, HEAD, OPTIONS"), "{m}");
@@ -243,10 +195,7 @@ fn static_files_directories_mime_and_confinement() {
     let r = server.get("/a%20b.css");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/css; charset=utf-8"));
-    assert_eq!(
-        server.get("/data.json").header("content-type"),
-        Some("application/json")
-    );
+    assert_eq!(server.get("/data.json").header("content-type"), Some("application/json"));
     assert_eq!(server.get("/escape").status, 404, "symlink out of the root");
     assert_eq!(server.get("/docs/../../etc/passwd").status, 400);
     assert_eq!(server.get("/%2e%2e/%2e%2e/etc/passwd").status, 400);
@@ -262,25 +211,16 @@ fn conditional_get_and_ranges() {
     let etag = r.header("etag").unwrap().to_string();
     let lm = r.header("last-modified").unwrap().to_string();
     assert_eq!(r.header("accept-ranges"), Some("bytes"));
-    let req = |extra: &str| {
-        server.request(&format!(
-            "GET /f.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n"
-        ))
-    };
+    let req =
+        |extra: &str| server.request(&format!("GET /f.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n"));
     let r = req(&format!("If-None-Match: {etag}\r\n"));
     assert_eq!(r.status, 304);
     assert_eq!(r.header("etag"), Some(etag.as_str()));
     assert_eq!(req(&format!("If-Modified-Since: {lm}\r\n")).status, 304);
-    assert_eq!(
-        req("If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n").status,
-        200
-    );
+    assert_eq!(req("If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n").status, 200);
     assert_eq!(req("If-Match: \"nope\"\r\n").status, 412);
     assert_eq!(req(&format!("If-Match: {etag}\r\n")).status, 200);
-    assert_eq!(
-        req("If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n").status,
-        412
-    );
+    assert_eq!(req("If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n").status, 412);
     let r = req("Range: bytes=10-19\r\n");
     assert_eq!(r.status, 206);
     assert_eq!(r.header("content-range"), Some("bytes 10-19/100"));
@@ -309,10 +249,7 @@ fn large_files_go_out_whole_and_ranged() {
     assert_eq!(r.status, 206);
     assert_eq!(r.body, &body[1_000_000..1_001_000]);
     // sendfile: the file never passes through the server's memory.
-    assert!(
-        server.rss_kib() < before + 2048,
-        "RSS grew by more than 2 MiB sending a 3 MiB file"
-    );
+    assert!(server.rss_kib() < before + 2048, "RSS grew by more than 2 MiB sending a 3 MiB file");
 }
 
 #[test]
@@ -320,18 +257,15 @@ fn request_bodies_are_discarded_and_the_connection_kept() {
     let server = Server::start(&["--max-body-bytes", "1024"]);
     let mut s = server.connect();
     let mut rd = Reader::new();
-    s.write_all(b"POST /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123456789")
-        .unwrap();
+    s.write_all(b"POST /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123456789").unwrap();
     assert_eq!(rd.response(&mut s, false).unwrap().status, 405);
     s.write_all(b"POST /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n5\r\npedia\r\n0\r\n\r\n").unwrap();
     assert_eq!(rd.response(&mut s, false).unwrap().status, 405);
-    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     assert_eq!(rd.response(&mut s, false).unwrap().body, b"Hello, World!");
     s.write_all(b"POST / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     assert_eq!(rd.response(&mut s, false).unwrap().status, 411);
-    s.write_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4096\r\n\r\n")
-        .unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4096\r\n\r\n").unwrap();
     let r = rd.response(&mut s, false).unwrap();
     assert_eq!(r.status, 413);
     assert!(r.closes());
@@ -341,8 +275,7 @@ fn request_bodies_are_discarded_and_the_connection_kept() {
 fn expect_100_continue_on_a_refused_request_gets_the_final_status_only() {
     let server = Server::start(&[]);
     let mut s = server.connect();
-    s.write_all(b"PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
-        .unwrap();
+    s.write_all(b"PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n").unwrap();
     let r = Reader::new().response(&mut s, false).unwrap();
     assert_eq!(r.status, 405);
     assert!(r.closes(), "the body may or may not follow: close");
@@ -366,16 +299,8 @@ fn access_log_in_common_log_format() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines[0].starts_with("127.0.0.1 - - ["), "{}", lines[0]);
-    assert!(
-        lines[0].ends_with("] \"GET /hello.txt HTTP/1.1\" 200 13"),
-        "{}",
-        lines[0]
-    );
-    assert!(
-        lines[1].ends_with("\"GET /missing?q=\\x22x\\x22 HTTP/1.1\" 404 14"),
-        "{}",
-        lines[1]
-    );
+    assert!(lines[0].ends_with("] \"GET /hello.txt HTTP/1.1\" 200 13"), "{}", lines[0]);
+    assert!(lines[1].ends_with("\"GET /missing?q=\\x22x\\x22 HTTP/1.1\" 404 14"), "{}", lines[1]);
 }
 
 #[test]
@@ -389,10 +314,6 @@ fn a_request_split_across_many_writes_is_served() {
     let r = Reader::new().response(&mut s, false).unwrap();
     assert_eq!(r.body, b"Hello, World!");
     let mut one = [0u8; 1];
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    assert!(
-        s.read(&mut one).is_err(),
-        "nothing more, connection still open"
-    );
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    assert!(s.read(&mut one).is_err(), "nothing more, connection still open");
 }

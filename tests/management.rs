@@ -13,8 +13,7 @@ use support::{Reader, Server, TempDir, WAIT};
 
 fn idle_client(server: &Server) -> (TcpStream, support::Response) {
     let mut s = server.connect();
-    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let r = Reader::new().response(&mut s, false).unwrap();
     assert_eq!(r.status, 200);
     (s, r)
@@ -22,21 +21,14 @@ fn idle_client(server: &Server) -> (TcpStream, support::Response) {
 
 fn keep_alive_timeout(r: &support::Response) -> u64 {
     let ka = r.header("keep-alive").expect("Keep-Alive hint");
-    ka.strip_prefix("timeout=")
-        .and_then(|v| v.split(',').next())
-        .unwrap()
-        .parse()
-        .unwrap()
+    ka.strip_prefix("timeout=").and_then(|v| v.split(',').next()).unwrap().parse().unwrap()
 }
 
 fn eof_within(s: &mut TcpStream, limit: Duration) -> Duration {
     let started = Instant::now();
     s.set_read_timeout(Some(limit)).unwrap();
     let (bytes, end) = Reader::new().until_eof(s);
-    assert!(
-        bytes.is_empty() && end.is_ok(),
-        "clean EOF expected: {end:?}"
-    );
+    assert!(bytes.is_empty() && end.is_ok(), "clean EOF expected: {end:?}");
     started.elapsed()
 }
 
@@ -53,11 +45,7 @@ fn full_server_evicts_the_least_recently_used_idle_client() {
         c.set_nonblocking(true).unwrap();
         let mut b = [0u8; 1];
         let e = std::io::Read::read(c, &mut b).unwrap_err();
-        assert_eq!(
-            e.kind(),
-            ErrorKind::WouldBlock,
-            "only the oldest is evicted"
-        );
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "only the oldest is evicted");
     }
 }
 
@@ -70,24 +58,19 @@ fn newcomer_gets_503_with_retry_after_when_no_one_is_idle() {
     let busy: Vec<TcpStream> = (0..20)
         .map(|_| {
             let mut s = server.connect();
-            s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
-                .unwrap();
+            s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
             s
         })
         .collect();
     let deadline = Instant::now() + WAIT;
     let r = loop {
         let mut s = server.connect();
-        s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
-            .unwrap();
+        s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
         let mut rd = Reader::new();
         let r = rd.response(&mut s, false).unwrap();
         if r.status == 503 {
             let (rest, end) = rd.until_eof(&mut s);
-            assert!(
-                rest.is_empty() && end.is_ok(),
-                "503 then a clean close: {end:?}"
-            );
+            assert!(rest.is_empty() && end.is_ok(), "503 then a clean close: {end:?}");
             break r;
         }
         // The busy clients' requests may still be in flight: try again.
@@ -100,19 +83,8 @@ fn newcomer_gets_503_with_retry_after_when_no_one_is_idle() {
 
 #[test]
 fn idle_timeout_and_keep_alive_hint_shrink_as_slots_fill() {
-    let server = Server::start(&[
-        "--max-conns",
-        "20",
-        "--idle-timeout",
-        "10",
-        "--min-idle-timeout",
-        "0.1",
-    ]);
-    assert_eq!(
-        server.status()["idle_timeout_ms"],
-        10_000,
-        "quiet: the full timeout"
-    );
+    let server = Server::start(&["--max-conns", "20", "--idle-timeout", "10", "--min-idle-timeout", "0.1"]);
+    assert_eq!(server.status()["idle_timeout_ms"], 10_000, "quiet: the full timeout");
     let mut clients = Vec::new();
     let mut hints = Vec::new();
     for _ in 0..19 {
@@ -121,10 +93,7 @@ fn idle_timeout_and_keep_alive_hint_shrink_as_slots_fill() {
         clients.push(s);
     }
     assert_eq!(hints[0], 10);
-    assert!(
-        hints.windows(2).all(|w| w[1] <= w[0]),
-        "hints never grow: {hints:?}"
-    );
+    assert!(hints.windows(2).all(|w| w[1] <= w[0]), "hints never grow: {hints:?}");
     assert!(*hints.last().unwrap() < 5, "hint shrank: {hints:?}");
     // 19 idle plus this probe fill 20 of 20 slots... the probe's turn sees
     // 19 live: occupancy 0.95.
@@ -143,9 +112,7 @@ fn greedy_pipeliner_is_back_pressured_while_others_are_served() {
     let rss_before = server.rss_kib();
     // 100 000 pipelined requests, never reading a response.
     let mut greedy = server.connect();
-    greedy
-        .set_write_timeout(Some(Duration::from_secs(1)))
-        .unwrap();
+    greedy.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
     let batch = b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n".repeat(1000);
     let mut sent = 0u64;
     while sent < 100_000 {
@@ -157,9 +124,7 @@ fn greedy_pipeliner_is_back_pressured_while_others_are_served() {
         }
     }
     // The server stops serving it once its unsent output is full.
-    server.wait_status("the greedy client blocked", |s| {
-        s["writing"] >= 1 && s["backpressure_stalls"] >= 1
-    });
+    server.wait_status("the greedy client blocked", |s| s["writing"] >= 1 && s["backpressure_stalls"] >= 1);
     // 20 ordinary clients, 50 requests each, alongside.
     let ordinary: Vec<_> = (0..20)
         .map(|_| {
@@ -170,8 +135,7 @@ fn greedy_pipeliner_is_back_pressured_while_others_are_served() {
                 let mut worst = Duration::ZERO;
                 for _ in 0..50 {
                     let t = Instant::now();
-                    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
-                        .unwrap();
+                    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
                     assert_eq!(rd.response(&mut s, false).unwrap().body, b"Hello, World!");
                     worst = worst.max(t.elapsed());
                 }
@@ -179,24 +143,14 @@ fn greedy_pipeliner_is_back_pressured_while_others_are_served() {
             })
         })
         .collect();
-    let worst = ordinary
-        .into_iter()
-        .map(|h| h.join().unwrap())
-        .max()
-        .unwrap();
-    assert!(
-        worst < Duration::from_secs(2),
-        "an ordinary client waited {worst:?}"
-    );
+    let worst = ordinary.into_iter().map(|h| h.join().unwrap()).max().unwrap();
+    assert!(worst < Duration::from_secs(2), "an ordinary client waited {worst:?}");
     let grown = server.rss_kib().saturating_sub(rss_before);
     assert!(grown < 8 * 1024, "server RSS grew by {grown} KiB");
     let status = server.status();
     // Far from all of the greedy pipeline was answered: the server stopped
     // serving and reading it (status probes account for a few requests).
     let greedy_served = status["requests"] - 20 * 50;
-    assert!(
-        greedy_served < sent,
-        "served {greedy_served} of {sent}: no back-pressure"
-    );
+    assert!(greedy_served < sent, "served {greedy_served} of {sent}: no back-pressure");
     drop(greedy);
 }

@@ -84,11 +84,7 @@ pub struct Fed {
 
 impl BodyDecoder {
     pub fn length(n: u64) -> BodyDecoder {
-        if n == 0 {
-            BodyDecoder::Done
-        } else {
-            BodyDecoder::Length { left: n }
-        }
+        if n == 0 { BodyDecoder::Done } else { BodyDecoder::Length { left: n } }
     }
 
     pub fn chunked() -> BodyDecoder {
@@ -103,10 +99,7 @@ impl BodyDecoder {
     /// body bytes to `data`.
     pub fn feed(&mut self, input: &[u8], mut data: impl FnMut(&[u8])) -> Result<Fed, BodyError> {
         match self {
-            BodyDecoder::Done => Ok(Fed {
-                consumed: 0,
-                done: true,
-            }),
+            BodyDecoder::Done => Ok(Fed { consumed: 0, done: true }),
             BodyDecoder::Length { left } => {
                 let take = (*left).min(input.len() as u64) as usize;
                 data(&input[..take]);
@@ -115,10 +108,7 @@ impl BodyDecoder {
                 if done {
                     *self = BodyDecoder::Done;
                 }
-                Ok(Fed {
-                    consumed: take,
-                    done,
-                })
+                Ok(Fed { consumed: take, done })
             }
             BodyDecoder::Chunked(state) => {
                 let (consumed, done) = feed_chunked(state, input, &mut data)?;
@@ -131,11 +121,7 @@ impl BodyDecoder {
     }
 }
 
-fn feed_chunked(
-    state: &mut Chunked,
-    input: &[u8],
-    data: &mut impl FnMut(&[u8]),
-) -> Result<(usize, bool), BodyError> {
+fn feed_chunked(state: &mut Chunked, input: &[u8], data: &mut impl FnMut(&[u8])) -> Result<(usize, bool), BodyError> {
     let mut i = 0;
     while i < input.len() {
         let b = input[i];
@@ -146,10 +132,7 @@ fn feed_chunked(
                         return Err(BodyError::ChunkSizeOverflow);
                     }
                     let v = (b as char).to_digit(16).unwrap_or(0);
-                    Chunked::Size {
-                        size: size << 4 | u64::from(v),
-                        digits: digits + 1,
-                    }
+                    Chunked::Size { size: size << 4 | u64::from(v), digits: digits + 1 }
                 }
                 _ if digits == 0 => return Err(BodyError::BadChunkSize),
                 b';' => Chunked::Ext { size, len: 0 },
@@ -175,11 +158,7 @@ fn feed_chunked(
                 data(&input[i..i + take]);
                 i += take;
                 let left = left - take as u64;
-                *state = if left == 0 {
-                    Chunked::DataCr
-                } else {
-                    Chunked::Data { left }
-                };
+                *state = if left == 0 { Chunked::DataCr } else { Chunked::Data { left } };
                 continue;
             }
             Chunked::DataCr => match b {
@@ -195,10 +174,7 @@ fn feed_chunked(
                 _ => trailer_byte(b, total)?,
             },
             Chunked::TrailerLine { total } => match b {
-                b'\r' => Chunked::TrailerLf {
-                    total,
-                    empty: false,
-                },
+                b'\r' => Chunked::TrailerLf { total, empty: false },
                 _ => trailer_byte(b, total)?,
             },
             Chunked::TrailerLf { total, empty } => match b {
@@ -263,8 +239,7 @@ mod tests {
 
     #[test]
     fn chunked_at_every_split() {
-        let input =
-            b"5;name=v\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let input = b"5;name=v\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\n\r\nNEXT";
         for split in 0..=input.len() {
             let (body, pos, done) = decode_all(input, split).unwrap();
             assert!(done, "split {split}");
@@ -275,51 +250,21 @@ mod tests {
 
     #[test]
     fn chunked_errors() {
-        assert_eq!(
-            decode_all(b"x\r\n", 0).unwrap_err(),
-            BodyError::BadChunkSize
-        );
-        assert_eq!(
-            decode_all(b"11111111111111111\r\n", 0).unwrap_err(),
-            BodyError::ChunkSizeOverflow
-        );
-        assert_eq!(
-            decode_all(b"5\nhello", 0).unwrap_err(),
-            BodyError::BadChunkSize
-        );
-        assert_eq!(
-            decode_all(b"5\r\nhelloXX", 0).unwrap_err(),
-            BodyError::BadLineEnding
-        );
+        assert_eq!(decode_all(b"x\r\n", 0).unwrap_err(), BodyError::BadChunkSize);
+        assert_eq!(decode_all(b"11111111111111111\r\n", 0).unwrap_err(), BodyError::ChunkSizeOverflow);
+        assert_eq!(decode_all(b"5\nhello", 0).unwrap_err(), BodyError::BadChunkSize);
+        assert_eq!(decode_all(b"5\r\nhelloXX", 0).unwrap_err(), BodyError::BadLineEnding);
         let ext = format!("1;{}\r\n", "e".repeat(2000));
-        assert_eq!(
-            decode_all(ext.as_bytes(), 0).unwrap_err(),
-            BodyError::ExtensionTooLong
-        );
+        assert_eq!(decode_all(ext.as_bytes(), 0).unwrap_err(), BodyError::ExtensionTooLong);
         let trailers = format!("0\r\nX: {}\r\n\r\n", "t".repeat(9000));
-        assert_eq!(
-            decode_all(trailers.as_bytes(), 0).unwrap_err(),
-            BodyError::TrailersTooLong
-        );
+        assert_eq!(decode_all(trailers.as_bytes(), 0).unwrap_err(), BodyError::TrailersTooLong);
     }
 
     #[test]
     fn length_counts_down() {
         let mut d = BodyDecoder::length(5);
-        assert_eq!(
-            d.feed(b"abc", |_| {}).unwrap(),
-            Fed {
-                consumed: 3,
-                done: false
-            }
-        );
-        assert_eq!(
-            d.feed(b"deNEXT", |_| {}).unwrap(),
-            Fed {
-                consumed: 2,
-                done: true
-            }
-        );
+        assert_eq!(d.feed(b"abc", |_| {}).unwrap(), Fed { consumed: 3, done: false });
+        assert_eq!(d.feed(b"deNEXT", |_| {}).unwrap(), Fed { consumed: 2, done: true });
         assert!(d.is_done());
     }
 

@@ -36,11 +36,7 @@ pub enum Reading {
     /// against `left` (the body limit).
     Discard { decoder: BodyDecoder, left: u64 },
     /// Inside a request body kept for the application (a publish).
-    Collect {
-        decoder: BodyDecoder,
-        body: Vec<u8>,
-        limit: usize,
-    },
+    Collect { decoder: BodyDecoder, body: Vec<u8>, limit: usize },
     /// No further request will be read; close once the output has drained.
     Done(CloseKind),
 }
@@ -55,10 +51,7 @@ pub struct Proto {
 
 impl Proto {
     pub fn new() -> Proto {
-        Proto {
-            served: 0,
-            reading: Reading::Head,
-        }
+        Proto { served: 0, reading: Reading::Head }
     }
 
     pub fn is_done(&self) -> bool {
@@ -100,20 +93,8 @@ pub struct Reply<'a> {
 }
 
 impl<'a> Reply<'a> {
-    pub fn new(
-        out: &'a mut Output,
-        date: &'a [u8; 29],
-        persist: Persist,
-        head_only: bool,
-    ) -> Reply<'a> {
-        Reply {
-            out,
-            date,
-            persist,
-            head_only,
-            body_bytes: 0,
-            status: Status::OK,
-        }
+    pub fn new(out: &'a mut Output, date: &'a [u8; 29], persist: Persist, head_only: bool) -> Reply<'a> {
+        Reply { out, date, persist, head_only, body_bytes: 0, status: Status::OK }
     }
 
     /// Status line, `Server`, `Date`; returns the buffer for more fields.
@@ -160,14 +141,7 @@ impl<'a> Reply<'a> {
     pub fn simple(&mut self, status: Status, extra: &[u8]) {
         self.status = status;
         let send_body = !self.head_only;
-        reply::simple(
-            self.out.bytes(),
-            status,
-            self.date,
-            self.persist,
-            extra,
-            send_body,
-        );
+        reply::simple(self.out.bytes(), status, self.date, self.persist, extra, send_body);
         if send_body && !status.has_no_body() {
             self.body_bytes = status.reason().len() as u64 + 5;
         }

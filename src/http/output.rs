@@ -46,11 +46,7 @@ impl Output {
     /// Queue `len` bytes of `file` from `off`.
     pub fn file(&mut self, file: Rc<File>, off: u64, len: u64) {
         if len > 0 {
-            self.segs.push_back(Seg::File {
-                file,
-                off,
-                end: off + len,
-            });
+            self.segs.push_back(Seg::File { file, off, end: off + len });
         }
     }
 

@@ -141,28 +141,19 @@ pub fn parse_head(input: &[u8], max_head: usize) -> Result<Parsed<'_>, Reject> {
     if input.starts_with(H2_PREFACE)
         || (input.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(input) && !input.is_empty())
     {
-        return if input.len() >= H2_PREFACE.len() {
-            Ok(Parsed::Http2Preface)
-        } else {
-            Ok(Parsed::Partial)
-        };
+        return if input.len() >= H2_PREFACE.len() { Ok(Parsed::Http2Preface) } else { Ok(Parsed::Partial) };
     }
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
-    let len = match req.parse(input) {
+    // Uninitialised: zeroing 64 fields (2 KiB) per request showed up in
+    // profiles; httparse initialises only the fields it fills.
+    let mut fields = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(input, &mut fields) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
-            return if input.len() > max_head {
-                Err(too_large(input, max_head))
-            } else {
-                Ok(Parsed::Partial)
-            };
+            return if input.len() > max_head { Err(too_large(input, max_head)) } else { Ok(Parsed::Partial) };
         }
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(Reject::new(
-                Status::HEADERS_TOO_LARGE,
-                "too many header fields",
-            ));
+            return Err(Reject::new(Status::HEADERS_TOO_LARGE, "too many header fields"));
         }
         Err(httparse::Error::Version) => return Err(version_error(input)),
         Err(_) => return Err(Reject::new(Status::BAD_REQUEST, "malformed request head")),
@@ -173,11 +164,10 @@ pub fn parse_head(input: &[u8], max_head: usize) -> Result<Parsed<'_>, Reject> {
     let (Some(method_str), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(Reject::new(Status::BAD_REQUEST, "incomplete request line"));
     };
-    let version = if minor == 0 {
-        Version::Http10
-    } else {
-        Version::Http11
-    };
+    if !target.is_ascii() {
+        return Err(Reject::new(Status::BAD_REQUEST, "request target not ASCII"));
+    }
+    let version = if minor == 0 { Version::Http10 } else { Version::Http11 };
     let method = Method::from_token(method_str);
     let (path, query) = split_target(method, target)?;
     let mut head = Head {
@@ -206,10 +196,7 @@ pub fn parse_head(input: &[u8], max_head: usize) -> Result<Parsed<'_>, Reject> {
     read_fields(&mut head, req.headers)?;
     if version == Version::Http11 && head.host.is_none() {
         // RFC 9112 §3.2: a 1.1 request without Host is a 400.
-        return Err(Reject::new(
-            Status::BAD_REQUEST,
-            "HTTP/1.1 request without Host",
-        ));
+        return Err(Reject::new(Status::BAD_REQUEST, "HTTP/1.1 request without Host"));
     }
     Ok(Parsed::Head(head))
 }
@@ -217,9 +204,7 @@ pub fn parse_head(input: &[u8], max_head: usize) -> Result<Parsed<'_>, Reject> {
 fn too_large(input: &[u8], max_head: usize) -> Reject {
     let line_end = input.iter().position(|&b| b == b'\n');
     match line_end {
-        Some(end) if end <= max_head => {
-            Reject::new(Status::HEADERS_TOO_LARGE, "request head too large")
-        }
+        Some(end) if end <= max_head => Reject::new(Status::HEADERS_TOO_LARGE, "request head too large"),
         _ => Reject::new(Status::URI_TOO_LONG, "request line too long"),
     }
 }
@@ -229,8 +214,13 @@ fn too_large(input: &[u8], max_head: usize) -> Reject {
 fn version_error(input: &[u8]) -> Reject {
     let line = input.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // request-line = method SP request-target SP HTTP-version: exactly
+    // three tokens, or the line is malformed whatever its last word says.
+    let mut tokens = line.split(|&b| b == b' ');
+    let three = tokens.by_ref().take(3).count() == 3 && tokens.next().is_none();
     let token = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
-    let well_formed = token.len() == 8
+    let well_formed = three
+        && token.len() == 8
         && token.starts_with(b"HTTP/")
         && token[5].is_ascii_digit()
         && token[6] == b'.'
@@ -248,15 +238,12 @@ fn split_target(method: Method, target: &str) -> Result<(&str, &str), Reject> {
         target
     } else if target == "*" {
         if method != Method::Options {
-            return Err(Reject::new(
-                Status::BAD_REQUEST,
-                "asterisk-form only for OPTIONS",
-            ));
+            return Err(Reject::new(Status::BAD_REQUEST, "asterisk-form only for OPTIONS"));
         }
         return Ok(("*", ""));
     } else if let Some(after_scheme) = strip_scheme(target) {
         // absolute-form: drop the authority, keep the path (RFC 9112 §3.2.2).
-        match after_scheme.find(['/', '?']) {
+        match after_scheme.bytes().position(|b| b == b'/' || b == b'?') {
             Some(i) if after_scheme.as_bytes()[i] == b'/' => &after_scheme[i..],
             _ => "/",
         }
@@ -266,9 +253,13 @@ fn split_target(method: Method, target: &str) -> Result<(&str, &str), Reject> {
     } else {
         return Err(Reject::new(Status::BAD_REQUEST, "malformed request target"));
     };
-    let rest = rest.split('#').next().unwrap_or(rest);
-    Ok(match rest.split_once('?') {
-        Some((path, query)) => (path, query),
+    // Byte searches: `char` patterns cost more than the parse itself.
+    let rest = match rest.bytes().position(|b| b == b'#') {
+        Some(i) => &rest[..i],
+        None => rest,
+    };
+    Ok(match rest.bytes().position(|b| b == b'?') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
         None => (rest, ""),
     })
 }
@@ -295,7 +286,7 @@ fn read_fields<'a>(head: &mut Head<'a>, fields: &[httparse::Header<'a>]) -> Resu
                 if head.host.is_some() {
                     return Err(Reject::new(Status::BAD_REQUEST, "more than one Host"));
                 }
-                if value.iter().any(|&b| b == b' ' || b == b'\t' || b == b'/') {
+                if !valid_host(value) {
                     return Err(Reject::new(Status::BAD_REQUEST, "malformed Host"));
                 }
                 head.host = Some(value);
@@ -317,10 +308,7 @@ fn read_fields<'a>(head: &mut Head<'a>, fields: &[httparse::Header<'a>]) -> Resu
                     let n = parse_decimal(trim(part))
                         .ok_or(Reject::new(Status::BAD_REQUEST, "malformed Content-Length"))?;
                     if content_length.is_some_and(|prev| prev != n) {
-                        return Err(Reject::new(
-                            Status::BAD_REQUEST,
-                            "conflicting Content-Length",
-                        ));
+                        return Err(Reject::new(Status::BAD_REQUEST, "conflicting Content-Length"));
                     }
                     content_length = Some(n);
                 }
@@ -333,20 +321,13 @@ fn read_fields<'a>(head: &mut Head<'a>, fields: &[httparse::Header<'a>]) -> Resu
                 if value.eq_ignore_ascii_case(b"100-continue") {
                     head.expect_continue = true;
                 } else {
-                    return Err(Reject::new(
-                        Status::EXPECTATION_FAILED,
-                        "unsupported expectation",
-                    ));
+                    return Err(Reject::new(Status::EXPECTATION_FAILED, "unsupported expectation"));
                 }
             }
             8 if name.eq_ignore_ascii_case("if-match") => head.if_match = Some(value),
             13 if name.eq_ignore_ascii_case("if-none-match") => head.if_none_match = Some(value),
-            17 if name.eq_ignore_ascii_case("if-modified-since") => {
-                head.if_modified_since = Some(value)
-            }
-            19 if name.eq_ignore_ascii_case("if-unmodified-since") => {
-                head.if_unmodified_since = Some(value)
-            }
+            17 if name.eq_ignore_ascii_case("if-modified-since") => head.if_modified_since = Some(value),
+            19 if name.eq_ignore_ascii_case("if-unmodified-since") => head.if_unmodified_since = Some(value),
             8 if name.eq_ignore_ascii_case("if-range") => head.if_range = Some(value),
             5 if name.eq_ignore_ascii_case("range") => head.range = Some(value),
             6 if name.eq_ignore_ascii_case("accept") => {
@@ -360,10 +341,7 @@ fn read_fields<'a>(head: &mut Head<'a>, fields: &[httparse::Header<'a>]) -> Resu
     head.body = match (content_length, transfer_encoding) {
         // RFC 9112 §6.3 (3): both present is a smuggling signature; refuse.
         (Some(_), true) => {
-            return Err(Reject::new(
-                Status::BAD_REQUEST,
-                "both Content-Length and Transfer-Encoding",
-            ));
+            return Err(Reject::new(Status::BAD_REQUEST, "both Content-Length and Transfer-Encoding"));
         }
         (_, true) => BodyLength::Chunked,
         (None, false) => BodyLength::None,
@@ -384,26 +362,45 @@ fn read_fields<'a>(head: &mut Head<'a>, fields: &[httparse::Header<'a>]) -> Resu
     Ok(())
 }
 
+/// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2):
+/// an IP-literal in brackets or a reg-name, then digits only for the port.
+fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(close) = rest.iter().position(|&b| b == b']') else { return false };
+        let literal = &rest[..close];
+        if literal.is_empty() || !literal.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+            return false;
+        }
+        match &rest[close + 1..] {
+            [] => (&b""[..], None),
+            [b':', port @ ..] => (&b""[..], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match value.iter().rposition(|&b| b == b':') {
+            Some(i) => (&value[..i], Some(&value[i + 1..])),
+            None => (value, None),
+        }
+    };
+    let reg_name = host.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'')
+            || matches!(b, b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=')
+    });
+    reg_name && port.is_none_or(|p| p.iter().all(u8::is_ascii_digit))
+}
+
 /// Accept only `chunked`, once, as the final coding (RFC 9112 §6.1, §6.3).
 fn check_transfer_encoding(value: &[u8], seen_before: bool) -> Result<(), Reject> {
-    let mut codings = value
-        .split(|&b| b == b',')
-        .map(trim)
-        .filter(|c| !c.is_empty());
+    let mut codings = value.split(|&b| b == b',').map(trim).filter(|c| !c.is_empty());
     let Some(last) = codings.next_back() else {
         return Err(Reject::new(Status::BAD_REQUEST, "empty Transfer-Encoding"));
     };
     if seen_before || !last.eq_ignore_ascii_case(b"chunked") {
-        return Err(Reject::new(
-            Status::BAD_REQUEST,
-            "chunked is not the final transfer coding",
-        ));
+        return Err(Reject::new(Status::BAD_REQUEST, "chunked is not the final transfer coding"));
     }
     if codings.next().is_some() {
-        return Err(Reject::new(
-            Status::NOT_IMPLEMENTED,
-            "unsupported transfer coding",
-        ));
+        return Err(Reject::new(Status::NOT_IMPLEMENTED, "unsupported transfer coding"));
     }
     Ok(())
 }
@@ -434,8 +431,7 @@ pub fn trim(mut s: &[u8]) -> &[u8] {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]
@@ -477,49 +473,33 @@ mod tests {
     fn persistence_follows_version_and_connection() {
         assert!(!head(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(head(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
-        assert!(
-            !head(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n").keep_alive
-        );
+        assert!(!head(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n").keep_alive);
     }
 
     #[test]
     fn framing_rules() {
-        assert_eq!(
-            head(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n").body,
-            BodyLength::Length(5)
-        );
-        assert_eq!(
-            head(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\n").body,
-            BodyLength::Length(5)
-        );
-        assert_eq!(
-            head(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n").body,
-            BodyLength::Chunked
-        );
-        assert_eq!(
-            reject(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
-            400
-        );
-        assert_eq!(
-            reject(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n"),
-            400
-        );
-        assert_eq!(
-            reject(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n"),
-            400
-        );
+        assert_eq!(head(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n").body, BodyLength::Length(5));
+        assert_eq!(head(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\n").body, BodyLength::Length(5));
+        assert_eq!(head(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n").body, BodyLength::Chunked);
+        assert_eq!(reject(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"), 400);
+        assert_eq!(reject(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n"), 400);
+        assert_eq!(reject(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n"), 400);
         assert_eq!(
             reject(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
             400
         );
-        assert_eq!(
-            reject(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
-            400
-        );
-        assert_eq!(
-            reject(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
-            501
-        );
+        assert_eq!(reject(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"), 400);
+        assert_eq!(reject(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 501);
+    }
+
+    #[test]
+    fn host_values() {
+        for ok in ["h", "example.com:8080", "[::1]:80", "127.0.0.1", "a-b_c.d:", "[fe80::1]"] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["user@h", "h:http", "h h", "h/x", "[::1", "[zz]", "[::1]x"] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
     }
 
     #[test]
@@ -528,6 +508,7 @@ mod tests {
         assert_eq!(reject(b"GET / HTTP/2.0\r\n\r\n"), 505);
         assert_eq!(reject(b"GET / HTTP/1.2\r\n\r\n"), 505);
         assert_eq!(reject(b"GET / FTP/1.1\r\n\r\n"), 400);
+        assert_eq!(reject(b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(9000));
         assert_eq!(reject(long.as_bytes()), 414);
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(9000));
@@ -536,10 +517,7 @@ mod tests {
 
     #[test]
     fn h2_preface_is_recognised_even_split() {
-        assert!(matches!(
-            parse_head(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 8192),
-            Ok(Parsed::Http2Preface)
-        ));
+        assert!(matches!(parse_head(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 8192), Ok(Parsed::Http2Preface)));
         assert!(matches!(parse_head(b"PRI * HT", 8192), Ok(Parsed::Partial)));
     }
 
@@ -547,10 +525,7 @@ mod tests {
     fn every_split_is_partial_until_complete() {
         let full = b"GET /x HTTP/1.1\r\nHost: a\r\nRange: bytes=0-1\r\n\r\n";
         for cut in 0..full.len() {
-            assert!(
-                matches!(parse_head(&full[..cut], 8192), Ok(Parsed::Partial)),
-                "cut at {cut} should be partial"
-            );
+            assert!(matches!(parse_head(&full[..cut], 8192), Ok(Parsed::Partial)), "cut at {cut} should be partial");
         }
         assert_eq!(head(full).range, Some(&b"bytes=0-1"[..]));
     }

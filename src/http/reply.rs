@@ -90,10 +90,7 @@ pub struct DateCache {
 
 impl DateCache {
     pub fn new(now: SystemTime) -> DateCache {
-        let mut cache = DateCache {
-            secs: u64::MAX,
-            text: [b' '; 29],
-        };
+        let mut cache = DateCache { secs: u64::MAX, text: [b' '; 29] };
         cache.update(now);
         cache
     }
@@ -132,11 +129,7 @@ pub enum Persist {
     Close,
     /// Kept open. Gettys & Freier §7/§11: tell the client the idle timeout
     /// in force and how many requests remain, so that it can close first.
-    KeepAlive {
-        timeout_secs: u64,
-        max: u32,
-        http10: bool,
-    },
+    KeepAlive { timeout_secs: u64, max: u32, http10: bool },
 }
 
 /// Write the status line and the fields every response carries.
@@ -165,11 +158,7 @@ pub fn content_length(out: &mut Vec<u8>, n: u64) {
 pub fn persist(out: &mut Vec<u8>, p: Persist) {
     match p {
         Persist::Close => out.extend_from_slice(b"Connection: close\r\n"),
-        Persist::KeepAlive {
-            timeout_secs,
-            max,
-            http10,
-        } => {
+        Persist::KeepAlive { timeout_secs, max, http10 } => {
             if http10 {
                 out.extend_from_slice(b"Connection: keep-alive\r\n");
             }
@@ -189,14 +178,7 @@ pub fn end(out: &mut Vec<u8>) {
 
 /// A complete response with a short plain-text body (errors, redirects).
 /// `extra` is already formatted field lines.
-pub fn simple(
-    out: &mut Vec<u8>,
-    status: Status,
-    date: &[u8; 29],
-    persist_as: Persist,
-    extra: &[u8],
-    send_body: bool,
-) {
+pub fn simple(out: &mut Vec<u8>, status: Status, date: &[u8; 29], persist_as: Persist, extra: &[u8], send_body: bool) {
     start(out, status, date);
     out.extend_from_slice(extra);
     if status.has_no_body() {
@@ -254,24 +236,14 @@ mod tests {
     #[test]
     fn reason_is_cut_from_the_line() {
         assert_eq!(Status::NOT_FOUND.reason(), "Not Found");
-        assert_eq!(
-            Status::HEADERS_TOO_LARGE.reason(),
-            "Request Header Fields Too Large"
-        );
+        assert_eq!(Status::HEADERS_TOO_LARGE.reason(), "Request Header Fields Too Large");
     }
 
     #[test]
     fn simple_response_is_well_framed() {
         let mut out = Vec::new();
         let date = http_date(UNIX_EPOCH);
-        simple(
-            &mut out,
-            Status::NOT_FOUND,
-            &date,
-            Persist::Close,
-            b"",
-            true,
-        );
+        simple(&mut out, Status::NOT_FOUND, &date, Persist::Close, b"", true);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 404 Not Found\r\nServer: linger/"));
         assert!(text.contains("Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"));
@@ -281,18 +253,8 @@ mod tests {
     #[test]
     fn keep_alive_hint() {
         let mut out = Vec::new();
-        persist(
-            &mut out,
-            Persist::KeepAlive {
-                timeout_secs: 7,
-                max: 99,
-                http10: true,
-            },
-        );
-        assert_eq!(
-            out,
-            b"Connection: keep-alive\r\nKeep-Alive: timeout=7, max=99\r\n"
-        );
+        persist(&mut out, Persist::KeepAlive { timeout_secs: 7, max: 99, http10: true });
+        assert_eq!(out, b"Connection: keep-alive\r\nKeep-Alive: timeout=7, max=99\r\n");
     }
 
     #[test]

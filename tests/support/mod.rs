@@ -24,19 +24,14 @@ impl Server {
 
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_linger"));
-        cmd.args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+        cmd.args(["--listen", "127.0.0.1:0"]).args(args).stdout(Stdio::piped()).stderr(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn linger");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listening line");
+        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
         let addr = line
             .trim()
             .strip_prefix("listening on http://")
@@ -62,15 +57,11 @@ impl Server {
         let mut s = self.connect();
         s.write_all(raw.as_bytes()).unwrap();
         let mut reader = Reader::new();
-        reader
-            .response(&mut s, raw.starts_with("HEAD"))
-            .expect("response")
+        reader.response(&mut s, raw.starts_with("HEAD")).expect("response")
     }
 
     pub fn get(&self, path: &str) -> Response {
-        self.request(&format!(
-            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-        ))
+        self.request(&format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"))
     }
 
     /// `/_status` as a map of counters.
@@ -90,21 +81,14 @@ impl Server {
     }
 
     /// Poll `/_status` until `pred` holds (bounded by [`WAIT`]).
-    pub fn wait_status(
-        &self,
-        what: &str,
-        pred: impl Fn(&HashMap<String, u64>) -> bool,
-    ) -> HashMap<String, u64> {
+    pub fn wait_status(&self, what: &str, pred: impl Fn(&HashMap<String, u64>) -> bool) -> HashMap<String, u64> {
         let deadline = Instant::now() + WAIT;
         loop {
             let s = self.status();
             if pred(&s) {
                 return s;
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {s:?}"
-            );
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {s:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -152,15 +136,11 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn closes(&self) -> bool {
-        self.header("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+        self.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
     }
 
     pub fn text(&self) -> String {
@@ -209,10 +189,7 @@ impl Reader {
         self.buf.drain(..head_end);
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap();
-        assert!(
-            status_line.starts_with("HTTP/1.1 "),
-            "status line {status_line:?}"
-        );
+        assert!(status_line.starts_with("HTTP/1.1 "), "status line {status_line:?}");
         let status: u16 = status_line[9..12].parse().unwrap();
         let headers: Vec<(String, String)> = lines
             .filter(|l| !l.is_empty())
@@ -221,12 +198,7 @@ impl Reader {
                 (k.to_string(), v.trim().to_string())
             })
             .collect();
-        let mut resp = Response {
-            status,
-            head,
-            headers,
-            body: Vec::new(),
-        };
+        let mut resp = Response { status, head, headers, body: Vec::new() };
         if head_request || status == 304 || status == 204 || (100..200).contains(&status) {
             return Ok(resp);
         }
@@ -238,10 +210,7 @@ impl Reader {
                 }
             }
             resp.body = self.buf.drain(..len).collect();
-        } else if resp
-            .header("transfer-encoding")
-            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-        {
+        } else if resp.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
             resp.body = self.chunked(s)?;
         } else {
             while self.fill(s)? > 0 {}
@@ -257,23 +226,16 @@ impl Reader {
                 break i;
             }
             if self.fill(s)? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "EOF in chunk size",
-                ));
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF in chunk size"));
             }
         };
         let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
-            .expect("chunk size");
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).expect("chunk size");
         self.buf.drain(..line_end + 2);
         if size == 0 {
             while find(&self.buf, b"\r\n").is_none() {
                 if self.fill(s)? == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "EOF in trailer",
-                    ));
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF in trailer"));
                 }
             }
             let end = find(&self.buf, b"\r\n").unwrap();
