@@ -6,6 +6,7 @@
 //! Without a root, the built-in demo site (compiled into the binary) is
 //! served from the same cache, never revalidated.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -54,6 +55,13 @@ enum Body {
     File(Rc<File>),
 }
 
+/// A 200 head rendered for one value of `Date`.
+#[derive(Default)]
+struct Rendered {
+    date: [u8; 29],
+    head: Vec<u8>,
+}
+
 /// One servable file and its pre-rendered fields.
 pub struct Entry {
     /// Canonical path on disk; `None` for built-in files.
@@ -70,6 +78,8 @@ pub struct Entry {
     fields: Box<[u8]>,
     /// `Content-Length` of the whole file, pre-rendered for 200s.
     full_length: Box<[u8]>,
+    /// The 200 head (status line to `Content-Length`) for the current `Date`.
+    rendered: RefCell<Rendered>,
     body: Body,
 }
 
@@ -166,6 +176,7 @@ impl Files {
             last_modified: entry.last_modified,
             fields: entry.fields.clone(),
             full_length: entry.full_length.clone(),
+            rendered: RefCell::default(),
             body: match &entry.body {
                 Body::Mem(b) => Body::Mem(b.clone()),
                 Body::File(f) => Body::File(f.clone()),
@@ -190,9 +201,19 @@ impl Files {
     pub fn respond(&self, head: &Head<'_>, entry: &Entry, reply: &mut Reply<'_>) {
         match evaluate(head, entry) {
             Decision::Full => {
-                let buf = reply.start(Status::OK);
-                buf.extend_from_slice(&entry.fields);
-                buf.extend_from_slice(&entry.full_length);
+                // The hot path: the whole head up to the persistence fields
+                // is rendered once per second per file and copied at once.
+                let mut rendered = entry.rendered.borrow_mut();
+                if rendered.date != *reply.date {
+                    rendered.head.clear();
+                    reply::start(&mut rendered.head, Status::OK, reply.date);
+                    rendered.head.extend_from_slice(&entry.fields);
+                    rendered.head.extend_from_slice(&entry.full_length);
+                    rendered.date = *reply.date;
+                }
+                reply.status = Status::OK;
+                reply.out.bytes().extend_from_slice(&rendered.head);
+                drop(rendered);
                 reply.end_head_framed();
                 entry.write_body(reply, 0, entry.size);
             }
@@ -267,6 +288,7 @@ impl Entry {
             last_modified,
             fields: fields.into(),
             full_length: full_length.into(),
+            rendered: RefCell::default(),
             body,
         }
     }

@@ -159,14 +159,23 @@ pub fn persist(out: &mut Vec<u8>, p: Persist) {
     match p {
         Persist::Close => out.extend_from_slice(b"Connection: close\r\n"),
         Persist::KeepAlive { timeout_secs, max, http10 } => {
+            // Assembled on the stack and appended with one copy: this runs
+            // once per response.
+            let mut line = [0u8; 96];
+            let mut n = 0;
+            let mut put = |bytes: &[u8]| {
+                line[n..n + bytes.len()].copy_from_slice(bytes);
+                n += bytes.len();
+            };
             if http10 {
-                out.extend_from_slice(b"Connection: keep-alive\r\n");
+                put(b"Connection: keep-alive\r\n");
             }
-            out.extend_from_slice(b"Keep-Alive: timeout=");
-            push_decimal(out, timeout_secs);
-            out.extend_from_slice(b", max=");
-            push_decimal(out, u64::from(max));
-            out.extend_from_slice(b"\r\n");
+            put(b"Keep-Alive: timeout=");
+            put(&decimal(timeout_secs));
+            put(b", max=");
+            put(&decimal(u64::from(max)));
+            put(b"\r\n");
+            out.extend_from_slice(&line[..n]);
         }
     }
 }
@@ -201,18 +210,33 @@ pub fn simple(out: &mut Vec<u8>, status: Status, date: &[u8; 29], persist_as: Pe
 }
 
 /// Append `n` in decimal without allocating.
-pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
+pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(&decimal(n));
+}
+
+/// `n` in decimal, on the stack.
+pub fn decimal(mut n: u64) -> Decimal {
+    let mut d = Decimal { buf: [0; 20], start: 20 };
     loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
+        d.start -= 1;
+        d.buf[d.start] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            break;
+            return d;
         }
     }
-    out.extend_from_slice(&buf[i..]);
+}
+
+pub struct Decimal {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl std::ops::Deref for Decimal {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
 }
 
 pub fn push_hex(out: &mut Vec<u8>, mut n: u64) {
