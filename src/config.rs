@@ -24,6 +24,11 @@ pub struct Config {
     pub max_body_bytes: u64,
     pub max_buffer_memory: usize,
     pub access_log: Option<String>,
+    pub longpoll_timeout: Duration,
+    pub sse_ping: Duration,
+    pub stream_lifetime: Duration,
+    pub channel_history: usize,
+    pub publish_token: Option<String>,
     /// Test-only: close abortively instead of lingering, to prove the
     /// lingering tests can fail. Set by `LINGER_TEST_ABORTIVE_CLOSE=1`;
     /// deliberately not a flag.
@@ -55,6 +60,15 @@ impl Default for Config {
             // §11: memory, not CPU, is the controlling resource.
             max_buffer_memory: 256 << 20,
             access_log: None,
+            // RFC 6202 §5.5: 30 s is the safe value for intermediaries.
+            longpoll_timeout: Duration::from_secs(30),
+            // Well inside the idle cut-off of common proxies.
+            sse_ping: Duration::from_secs(15),
+            // §3.2: end streams now and then so clients reconnect and
+            // intermediaries release what they buffered.
+            stream_lifetime: Duration::from_secs(300),
+            channel_history: 100,
+            publish_token: None,
             abortive_close: false,
         }
     }
@@ -110,6 +124,16 @@ fn options() -> Options {
         "BYTES",
     );
     o.optopt("", "access-log", "Common Log Format, '-' for stdout [off]", "PATH");
+    o.optopt("", "longpoll-timeout", &format!("how long a long poll is held [{}]", secs(d.longpoll_timeout)), "SECS");
+    o.optopt("", "sse-ping", &format!("keep-alive comment interval on event streams [{}]", secs(d.sse_ping)), "SECS");
+    o.optopt(
+        "",
+        "stream-lifetime",
+        &format!("streams end after this long so clients reconnect [{}]", secs(d.stream_lifetime)),
+        "SECS",
+    );
+    o.optopt("", "channel-history", &format!("messages kept per channel [{}]", d.channel_history), "N");
+    o.optopt("", "publish-token", "require 'Authorization: Bearer TOKEN' to publish [loopback only]", "TOKEN");
     o.optflag("h", "help", "print this help");
     o.optflag("V", "version", "print the version");
     o
@@ -167,6 +191,14 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         c.min_idle_timeout = c.idle_timeout;
     }
     c.access_log = m.opt_str("access-log");
+    c.longpoll_timeout = seconds(&m, "longpoll-timeout", c.longpoll_timeout)?;
+    c.sse_ping = seconds(&m, "sse-ping", c.sse_ping)?;
+    c.stream_lifetime = seconds(&m, "stream-lifetime", c.stream_lifetime)?;
+    c.channel_history = number(&m, "channel-history", c.channel_history, 1, 1_000_000)?;
+    c.publish_token = m.opt_str("publish-token");
+    if c.publish_token.as_deref() == Some("") {
+        return Err("invalid value '' for --publish-token: must not be empty".into());
+    }
     c.abortive_close = std::env::var_os("LINGER_TEST_ABORTIVE_CLOSE").is_some_and(|v| v == "1");
     Ok(Command::Run(Box::new(c)))
 }

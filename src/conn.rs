@@ -24,6 +24,8 @@ use mio::net::TcpStream;
 use crate::http::output::Seg;
 use crate::http::{Output, Proto};
 use crate::lru::{Link, Linked};
+use crate::pubsub::Mode;
+use crate::service::SubStart;
 use crate::sys;
 
 /// Per-connection buffers: taken from the pool when there is work, given
@@ -61,6 +63,8 @@ impl Bufs {
 
 /// A bounded free list of buffers.
 pub struct BufPool {
+    /// Sets currently held by connections.
+    pub out: usize,
     // Boxed on purpose: a connection holds `Option<Box<Bufs>>` (8 bytes
     // when idle), and moving sets in and out of the pool keeps the box.
     #[allow(clippy::vec_box)]
@@ -71,10 +75,11 @@ pub struct BufPool {
 
 impl BufPool {
     pub fn new(input_capacity: usize, max_free: usize) -> BufPool {
-        BufPool { free: Vec::new(), input_capacity, max_free }
+        BufPool { out: 0, free: Vec::new(), input_capacity, max_free }
     }
 
     pub fn take(&mut self) -> Box<Bufs> {
+        self.out += 1;
         self.free.pop().unwrap_or_else(|| {
             Box::new(Bufs {
                 input: vec![0; self.input_capacity].into_boxed_slice(),
@@ -86,6 +91,7 @@ impl BufPool {
     }
 
     pub fn give(&mut self, mut bufs: Box<Bufs>) {
+        self.out -= 1;
         if self.free.len() < self.max_free {
             bufs.start = 0;
             bufs.end = 0;
@@ -129,6 +135,38 @@ pub struct Open {
     pub progress: bool,
     pub proto: Proto,
     pub bufs: Option<Box<Bufs>>,
+    /// A pub/sub subscription this connection is held open for.
+    pub sub: Option<Box<Sub>>,
+}
+
+/// A held long poll or an open stream (RFC 6202).
+pub struct Sub {
+    pub channel: Box<str>,
+    pub mode: Mode,
+    /// The last message id this subscriber has been sent.
+    pub last_id: u64,
+    /// Index in the channel's subscriber list.
+    pub index: usize,
+    pub chunked: bool,
+    pub keep_alive: bool,
+    pub http10: bool,
+    /// Loop clock when the subscription started (stream lifetime).
+    pub started: u64,
+}
+
+impl Sub {
+    pub fn new(start: SubStart, index: usize, now: u64) -> Sub {
+        Sub {
+            channel: start.channel,
+            mode: start.mode,
+            last_id: start.last_id,
+            index,
+            chunked: start.chunked,
+            keep_alive: start.keep_alive,
+            http10: start.http10,
+            started: now,
+        }
+    }
 }
 
 /// Socket whose owner may only read and discard: no write method exists.
@@ -153,6 +191,8 @@ pub struct Conn {
     pub link: Link,
     pub peer: SocketAddr,
     pub in_runq: bool,
+    /// In this turn's batch (so a delivery does not add it twice).
+    pub in_batch: bool,
     pub side: Side,
 }
 
@@ -171,6 +211,7 @@ impl Conn {
             link: Link::default(),
             peer,
             in_runq: false,
+            in_batch: false,
             side: Side::Open(Open {
                 sock,
                 // With TCP_DEFER_ACCEPT the first request is usually there.
@@ -182,6 +223,7 @@ impl Conn {
                 progress: false,
                 proto: Proto::new(),
                 bufs: None,
+                sub: None,
             }),
         }
     }
@@ -190,7 +232,13 @@ impl Conn {
     pub fn refused(sock: TcpStream, peer: SocketAddr, answer: &[u8]) -> Conn {
         // A fresh socket's send buffer is empty: the short answer fits.
         let _ = sys::send(sock.as_raw_fd(), answer, false);
-        Conn { link: Link::default(), peer, in_runq: false, side: Side::Lingering(ReadOnly::shut(sock)) }
+        Conn {
+            link: Link::default(),
+            peer,
+            in_runq: false,
+            in_batch: false,
+            side: Side::Lingering(ReadOnly::shut(sock)),
+        }
     }
 
     pub fn mark_readable(&mut self) {

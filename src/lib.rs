@@ -11,6 +11,7 @@ pub mod files;
 pub mod http;
 pub mod lru;
 pub mod policy;
+pub mod pubsub;
 pub mod sched;
 pub mod server;
 pub mod service;

@@ -23,9 +23,14 @@ pub enum Class {
     CloseWait = 3,
     /// Write half shut, draining input.
     Linger = 4,
+    /// A long poll held for a message.
+    Hold = 5,
+    /// A stream or event stream; the timer is the next keep-alive ping.
+    Stream = 6,
 }
 
-pub const CLASSES: [Class; 5] = [Class::Header, Class::Idle, Class::Send, Class::CloseWait, Class::Linger];
+pub const CLASSES: [Class; 7] =
+    [Class::Header, Class::Idle, Class::Send, Class::CloseWait, Class::Linger, Class::Hold, Class::Stream];
 
 /// The links embedded in each record.
 #[derive(Clone, Copy, Debug)]

@@ -30,6 +30,10 @@ pub const SLOW_HEAD_MS: u64 = 1000;
 /// Free buffer sets kept for reuse. Bounded so a burst's buffers are given
 /// back to the allocator instead of staying resident.
 pub const POOL_MAX_FREE: usize = 64;
+/// A subscriber whose unsent output passes this is too slow: it is closed
+/// gracefully (it can resume from history with `Last-Event-ID`) rather
+/// than let its queue grow without bound.
+pub const SUB_MAX_QUEUE: u64 = 256 * 1024;
 /// Default `Retry-After` for 503s at the door, in seconds.
 pub const RETRY_AFTER_SECS: u64 = 1;
 

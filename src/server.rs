@@ -28,16 +28,18 @@ use slab::Slab;
 
 use crate::access_log::AccessLog;
 use crate::config::Config;
-use crate::conn::{BufPool, Conn, ReadOutcome, Side};
+use crate::conn::{BufPool, Conn, ReadOutcome, Side, Sub};
 use crate::files::Files;
 use crate::http::reply::{self, DateCache};
-use crate::http::{CloseKind, Persist, Reading, Status};
+use crate::http::{CloseKind, Persist, Reading, Reply, Status};
 use crate::lru::{CLASSES, Class, Lists};
 use crate::policy::{
-    self, CLIENT_FIRST_GRACE_MS, DRAIN_BUDGET, FLUSH_THRESHOLD, LINGER_MAX_BYTES, OUT_HIGH_WATER, WRITE_BUDGET,
+    self, CLIENT_FIRST_GRACE_MS, DRAIN_BUDGET, FLUSH_THRESHOLD, LINGER_MAX_BYTES, OUT_HIGH_WATER, SUB_MAX_QUEUE,
+    WRITE_BUDGET,
 };
+use crate::pubsub::{self, Message, Mode, PubSub};
 use crate::sched::Scheduler;
-use crate::service::{Ctx, Limits, Service, Step};
+use crate::service::{self, Ctx, Limits, Service, Step};
 use crate::status::Stats;
 use crate::sys;
 
@@ -61,8 +63,6 @@ pub struct Server {
     sched: Scheduler,
     lists: Lists,
     pool: BufPool,
-    /// Buffer sets currently held by connections.
-    bufs_out: usize,
     /// Nominal bytes of one buffer set, for the memory occupancy.
     bufs_nominal: usize,
     service: Service,
@@ -73,6 +73,8 @@ pub struct Server {
     now: u64,
     date: DateCache,
     idle_timeout_ms: u64,
+    /// The second of the last channel collection.
+    gc_secs: u64,
     /// Closing connections (lingering or awaiting the client's FIN) allowed
     /// beside the live slots.
     max_closing: usize,
@@ -133,9 +135,9 @@ impl Server {
             sched: Scheduler::default(),
             lists: Lists::default(),
             pool: BufPool::new(input_capacity, policy::POOL_MAX_FREE),
-            bufs_out: 0,
             bufs_nominal: input_capacity + OUT_HIGH_WATER as usize,
-            service: Service::new(files, limits, log),
+            service: Service::new(files, limits, log, PubSub::new(cfg.channel_history), cfg.publish_token.clone()),
+            gc_secs: 0,
             stats,
             started: Instant::now(),
             now: 0,
@@ -175,6 +177,7 @@ impl Server {
         self.take_batch();
         self.read_phase();
         self.serve_phase();
+        self.deliver_phase();
         self.flush_phase();
         self.settle_phase();
         self.expire_timers();
@@ -189,7 +192,7 @@ impl Server {
         self.now = self.started.elapsed().as_millis() as u64;
         self.date.update(SystemTime::now());
         let slots = self.live() as f64 / self.cfg.max_conns as f64;
-        let memory = (self.bufs_out * self.bufs_nominal) as f64 / self.cfg.max_buffer_memory as f64;
+        let memory = (self.pool.out * self.bufs_nominal) as f64 / self.cfg.max_buffer_memory as f64;
         self.idle_timeout_ms = policy::adaptive_idle_timeout(
             self.cfg.idle_timeout.as_millis() as u64,
             self.cfg.min_idle_timeout.as_millis() as u64,
@@ -203,7 +206,19 @@ impl Server {
         g.idle = self.lists.len(Class::Idle);
         g.lingering = self.lists.len(Class::Linger) + self.lists.len(Class::CloseWait);
         g.idle_timeout_ms = self.idle_timeout_ms;
-        g.buffer_bytes = self.bufs_out * self.bufs_nominal + self.pool.memory();
+        g.buffer_bytes = self.pool.out * self.bufs_nominal + self.pool.memory();
+        g.held = self.lists.len(Class::Hold);
+        g.streaming = self.lists.len(Class::Stream);
+        let ps = &self.service.pubsub;
+        g.channels = ps.channels();
+        self.stats.counters.published = ps.published;
+        self.stats.counters.delivered = ps.delivered;
+        self.stats.counters.slow_subscribers_dropped = ps.dropped_slow;
+        if self.date.unix_secs() != self.gc_secs {
+            // Once a second: drop channels nobody uses any more.
+            self.gc_secs = self.date.unix_secs();
+            self.service.pubsub.collect_idle(self.now);
+        }
     }
 
     /// Connections holding a slot: all but the closing ones.
@@ -222,6 +237,8 @@ impl Server {
             Class::Send => self.cfg.send_timeout.as_millis() as u64,
             Class::CloseWait => CLIENT_FIRST_GRACE_MS,
             Class::Linger => self.cfg.linger_timeout.as_millis() as u64,
+            Class::Hold => self.cfg.longpoll_timeout.as_millis() as u64,
+            Class::Stream => self.cfg.sse_ping.as_millis() as u64,
         }
     }
 
@@ -345,7 +362,16 @@ impl Server {
             .front(Class::Header)
             .filter(|&k| self.conns.get(k).is_some_and(|c| c.link.since + policy::SLOW_HEAD_MS <= self.now))
             .or_else(|| self.lists.front(Class::Idle));
-        let Some(key) = victim else { return false };
+        let Some(key) = victim else {
+            // RFC 6202 §2.2, graceful degradation: answer a held long poll
+            // early (204, close) before refusing anyone.
+            let Some(held) = self.lists.front(Class::Hold) else {
+                return false;
+            };
+            debug!("#{held} long poll answered early to make room");
+            self.end_sub(held, SubEnd::Shed);
+            return true;
+        };
         debug!("#{key} evicted to make room");
         self.stats.counters.evicted += 1;
         self.begin_linger(key);
@@ -393,6 +419,7 @@ impl Server {
         for &key in &self.batch {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.in_runq = false;
+                conn.in_batch = true;
             }
         }
     }
@@ -424,7 +451,6 @@ impl Server {
                     }
                     if o.bufs.is_none() {
                         o.bufs = Some(self.pool.take());
-                        self.bufs_out += 1;
                     }
                     if o.read_input() == ReadOutcome::Full {
                         self.stats.counters.backpressure_stalls += 1;
@@ -440,9 +466,18 @@ impl Server {
 
     /// Step 5: round-robin passes over the connections with requests.
     fn serve_phase(&mut self) {
-        let Server { sched, batch, conns, service, stats, date, cfg, idle_timeout_ms, .. } = self;
+        let Server { sched, batch, conns, service, stats, date, cfg, idle_timeout_ms, pool, now, .. } = self;
         let idle_timeout_secs = (*idle_timeout_ms / 1000).max(1);
+        let now = *now;
+        let ending = Ending { date: *date.text(), idle_timeout_secs, max_requests: cfg.max_requests, now };
         sched.run(batch, cfg.quantum, |key| {
+            let behind_sub = matches!(conns.get(key), Some(Conn { side: Side::Open(o), .. })
+                if o.sub.is_some() && o.bufs.as_ref().is_some_and(|b| b.has_input()));
+            if behind_sub {
+                // RFC 6202 §5.2 (BOSH): a request pipelined behind a held
+                // long poll or a stream answers or ends it at once.
+                end_subscription(conns, &mut service.pubsub, pool, key, SubEnd::Superseded, &ending);
+            }
             let Some(conn) = conns.get_mut(key) else {
                 return false;
             };
@@ -459,7 +494,11 @@ impl Server {
             if bufs.out.pending() >= OUT_HIGH_WATER {
                 return false;
             }
-            let mut ctx = Ctx { now_secs: date.unix_secs(), date: date.text(), idle_timeout_secs, peer, stats };
+            if o.sub.is_some() {
+                return false;
+            }
+            let mut ctx =
+                Ctx { now_secs: date.unix_secs(), now_ms: now, date: date.text(), idle_timeout_secs, peer, stats };
             let (n, step) = service.serve_one(&mut o.proto, &bufs.input[bufs.start..bufs.end], &mut bufs.out, &mut ctx);
             bufs.start += n;
             match step {
@@ -472,6 +511,12 @@ impl Server {
                     false
                 }
                 Step::Done => false,
+                Step::Subscribe(start) => {
+                    o.progress = true;
+                    let index = service.pubsub.subscribe(&start.channel, key, now);
+                    o.sub = Some(Box::new(Sub::new(start, index, now)));
+                    false
+                }
             }
         });
     }
@@ -511,6 +556,7 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        conn.in_batch = false;
         let class = conn.link.class();
         let o = match &mut conn.side {
             Side::Open(o) => o,
@@ -541,6 +587,31 @@ impl Server {
         }
         let progress = std::mem::take(&mut o.progress);
         let pending = o.output_pending();
+        if let Some(sub) = &o.sub {
+            // Held or streaming: neither idle nor evictable as idle.
+            let class = if sub.mode == Mode::LongPoll { Class::Hold } else { Class::Stream };
+            if o.peer_eof {
+                // The subscriber went away.
+                return self.close_now(key);
+            }
+            if pending {
+                if o.writable {
+                    self.push_runq(key);
+                } else {
+                    self.lists.stay(&mut self.conns, key, Class::Send, self.now);
+                }
+                return;
+            }
+            let readable = o.readable;
+            self.release_bufs(key);
+            if progress || self.conns.get(key).and_then(|c| c.link.class()) != Some(class) {
+                self.lists.enter(&mut self.conns, key, class, self.now);
+            }
+            if readable {
+                self.push_runq(key);
+            }
+            return;
+        }
         if let Some(kind) = o.proto.close_kind() {
             if pending {
                 if o.writable {
@@ -637,7 +708,141 @@ impl Server {
             }
             Class::CloseWait => self.begin_linger(key),
             Class::Linger => self.close_now(key),
+            Class::Hold => {
+                // RFC 6202 §5.5: nothing arrived in time, answer 204.
+                self.end_sub(key, SubEnd::Empty);
+            }
+            Class::Stream => self.stream_tick(key),
         }
+    }
+
+    /// A stream's ping timer: end it past its lifetime (§3.2), else keep
+    /// intermediaries from cutting it with an SSE comment line.
+    fn stream_tick(&mut self, key: usize) {
+        let lifetime = self.cfg.stream_lifetime.as_millis() as u64;
+        let Some(Conn { side: Side::Open(o), .. }) = self.conns.get_mut(key) else {
+            return self.close_now(key);
+        };
+        let Some(sub) = o.sub.as_ref() else {
+            return self.lists.leave(&mut self.conns, key);
+        };
+        if sub.started + lifetime <= self.now {
+            return self.end_sub(key, SubEnd::Empty);
+        }
+        if sub.mode == Mode::Sse {
+            let chunked = sub.chunked;
+            let bufs = o.bufs.get_or_insert_with(|| self.pool.take());
+            pubsub::frame(bufs.out.bytes(), b": ping\n\n", chunked);
+        }
+        self.lists.enter(&mut self.conns, key, Class::Stream, self.now);
+        self.push_runq(key);
+    }
+
+    /// End `key`'s subscription and schedule the connection for writing.
+    fn end_sub(&mut self, key: usize, how: SubEnd) {
+        let ending = self.ending();
+        end_subscription(&mut self.conns, &mut self.service.pubsub, &mut self.pool, key, how, &ending);
+        self.lists.leave(&mut self.conns, key);
+        self.push_runq(key);
+    }
+
+    fn ending(&self) -> Ending {
+        Ending {
+            date: *self.date.text(),
+            idle_timeout_secs: (self.idle_timeout_ms / 1000).max(1),
+            max_requests: self.cfg.max_requests,
+            now: self.now,
+        }
+    }
+
+    /// Deliver what was published this turn to every subscriber of its
+    /// channel: O(subscribers), one encoding per message and mode.
+    fn deliver_phase(&mut self) {
+        if self.service.fresh.is_empty() {
+            return;
+        }
+        let fresh = std::mem::take(&mut self.service.fresh);
+        let ending = self.ending();
+        for (name, id) in fresh {
+            let Some(channel) = self.service.pubsub.channel(&name) else { continue };
+            let Some(message) = channel.since(id - 1).next().filter(|m| m.id == id).cloned() else { continue };
+            let keys = channel.subscribers.clone();
+            let encoded = [pubsub::stream_payload(Mode::Stream, &message), pubsub::stream_payload(Mode::Sse, &message)];
+            for key in keys {
+                self.deliver(key, &name, &message, &encoded, &ending);
+            }
+        }
+    }
+
+    fn deliver(&mut self, key: usize, name: &str, message: &Message, encoded: &[Vec<u8>; 2], ending: &Ending) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Side::Open(o) = &mut conn.side else { return };
+        let Some(sub) = o.sub.as_mut() else { return };
+        if *sub.channel != *name || sub.last_id >= message.id {
+            return;
+        }
+        let ps = &mut self.service.pubsub;
+        let bufs = o.bufs.get_or_insert_with(|| self.pool.take());
+        match sub.mode {
+            Mode::LongPoll => {
+                // Everything newer than what it has, batched (§2.2).
+                let Some(channel) = ps.channel(name) else { return };
+                let body = pubsub::long_poll_body(channel.since(sub.last_id), sub.last_id);
+                let persist = ending.persist(sub, o.proto.served);
+                let mut reply = Reply::new(&mut bufs.out, &ending.date, persist, false);
+                service::long_poll_reply(&mut reply, &body);
+                ps.delivered += 1;
+                if !sub.keep_alive {
+                    o.proto.finish(CloseKind::ClientFirst);
+                }
+                let (channel, index) = (sub.channel.clone(), sub.index);
+                o.sub = None;
+                unsubscribe(&mut self.conns, ps, &channel, index, ending.now);
+                self.lists.leave(&mut self.conns, key);
+            }
+            Mode::Stream | Mode::Sse => {
+                if bufs.out.pending() > SUB_MAX_QUEUE {
+                    // Too slow to keep up: close gracefully; it resumes from
+                    // history by Last-Event-ID (what was queued is dropped,
+                    // and a partial event is never dispatched).
+                    ps.dropped_slow += 1;
+                    bufs.out.clear();
+                    o.proto.finish(CloseKind::ServerFirst);
+                    let (channel, index) = (sub.channel.clone(), sub.index);
+                    o.sub = None;
+                    unsubscribe(&mut self.conns, ps, &channel, index, ending.now);
+                    self.lists.leave(&mut self.conns, key);
+                } else {
+                    let chunked = sub.chunked;
+                    if sub.last_id + 1 == message.id {
+                        let payload = &encoded[usize::from(sub.mode == Mode::Sse)];
+                        pubsub::frame(bufs.out.bytes(), payload, chunked);
+                    } else if let Some(channel) = ps.channel(name) {
+                        // A gap (resumed subscriber): fill it from history.
+                        let mut payload = Vec::new();
+                        for m in channel.since(sub.last_id) {
+                            payload.extend_from_slice(&pubsub::stream_payload(sub.mode, m));
+                        }
+                        pubsub::frame(bufs.out.bytes(), &payload, chunked);
+                    }
+                    sub.last_id = message.id;
+                    ps.delivered += 1;
+                }
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.in_batch
+        {
+            conn.in_batch = true;
+            self.batch.push(key);
+        }
+    }
+
+    /// Drop `key`'s subscription without writing anything (the connection
+    /// is going away).
+    fn drop_sub(&mut self, key: usize) {
+        let ending = self.ending();
+        end_subscription(&mut self.conns, &mut self.service.pubsub, &mut self.pool, key, SubEnd::Drop, &ending);
     }
 
     /// A request head (or body) took too long: 408 if a head was under
@@ -667,13 +872,13 @@ impl Server {
             && let Some(bufs) = o.bufs.take()
         {
             self.pool.give(bufs);
-            self.bufs_out -= 1;
         }
     }
 
     /// The client asked to close and its last response is out: wait for
     /// its FIN before shutting down ourselves.
     fn begin_await_fin(&mut self, key: usize) {
+        self.drop_sub(key);
         self.release_bufs(key);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -694,6 +899,7 @@ impl Server {
             return;
         }
         self.make_closing_room();
+        self.drop_sub(key);
         self.release_bufs(key);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -711,6 +917,7 @@ impl Server {
         if !self.conns.contains(key) {
             return;
         }
+        self.drop_sub(key);
         self.release_bufs(key);
         self.lists.leave(&mut self.conns, key);
         let conn = self.conns.remove(key);
@@ -722,5 +929,91 @@ impl Server {
             self.accept_starved = false;
             self.accept_ready = true;
         }
+    }
+}
+
+/// How a subscription ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubEnd {
+    /// Timeout or lifetime: `204` for a long poll, the last chunk for a
+    /// stream; the connection carries on as it would have.
+    Empty,
+    /// A request arrived behind it: as `Empty`, then that request is served.
+    Superseded,
+    /// Load shedding: as `Empty`, and the connection closes.
+    Shed,
+    /// The connection is going away: write nothing.
+    Drop,
+}
+
+/// What ending a subscription needs from the turn.
+pub struct Ending {
+    date: [u8; 29],
+    idle_timeout_secs: u64,
+    max_requests: u32,
+    now: u64,
+}
+
+impl Ending {
+    fn persist(&self, sub: &Sub, served: u32) -> Persist {
+        if sub.keep_alive {
+            Persist::KeepAlive {
+                timeout_secs: self.idle_timeout_secs,
+                max: self.max_requests.saturating_sub(served),
+                http10: sub.http10,
+            }
+        } else {
+            Persist::Close
+        }
+    }
+}
+
+/// End `key`'s subscription: write its last words, leave the channel.
+/// A free function over the pieces it needs, so the serve phase can call it
+/// while it holds the other parts of the server.
+fn end_subscription(
+    conns: &mut Slab<Conn>,
+    pubsub: &mut PubSub,
+    pool: &mut BufPool,
+    key: usize,
+    how: SubEnd,
+    ending: &Ending,
+) {
+    let Some(Conn { side: Side::Open(o), .. }) = conns.get_mut(key) else { return };
+    let Some(mut sub) = o.sub.take() else { return };
+    if how != SubEnd::Drop {
+        if how == SubEnd::Shed {
+            sub.keep_alive = false;
+        }
+        let bufs = o.bufs.get_or_insert_with(|| pool.take());
+        match sub.mode {
+            Mode::LongPoll => {
+                let persist = ending.persist(&sub, o.proto.served);
+                let mut reply = Reply::new(&mut bufs.out, &ending.date, persist, false);
+                service::long_poll_empty(&mut reply);
+            }
+            Mode::Stream | Mode::Sse if sub.chunked => {
+                bufs.out.bytes().extend_from_slice(crate::http::body::LAST_CHUNK)
+            }
+            // Delimited by the close itself.
+            Mode::Stream | Mode::Sse => sub.keep_alive = false,
+        }
+        if !sub.keep_alive {
+            let kind =
+                if how == SubEnd::Shed || !sub.chunked { CloseKind::ServerFirst } else { CloseKind::ClientFirst };
+            o.proto.finish(kind);
+        }
+    }
+    unsubscribe(conns, pubsub, &sub.channel, sub.index, ending.now);
+}
+
+/// Leave a channel in O(1): the subscriber moved into the freed index
+/// learns its new place.
+fn unsubscribe(conns: &mut Slab<Conn>, pubsub: &mut PubSub, channel: &str, index: usize, now: u64) {
+    if let Some(moved) = pubsub.unsubscribe(channel, index, now)
+        && let Some(Conn { side: Side::Open(o), .. }) = conns.get_mut(moved)
+        && let Some(sub) = o.sub.as_mut()
+    {
+        sub.index = index;
     }
 }

@@ -15,7 +15,9 @@ use crate::access_log::AccessLog;
 use crate::files::{Files, Miss};
 use crate::http::body::BodyDecoder;
 use crate::http::parse::{self, BodyLength, Head, Method, Parsed, Reject};
-use crate::http::{CloseKind, Output, Persist, Proto, Reading, Reply, Status};
+use crate::http::reply;
+use crate::http::{CloseKind, Collecting, Output, Persist, Proto, Reading, Reply, Status};
+use crate::pubsub::{self, MAX_MESSAGE, Mode, PubSub};
 use crate::status::Stats;
 
 /// The limits a request is held to.
@@ -29,6 +31,8 @@ pub struct Limits {
 /// What the world looks like for this request, passed in by the server.
 pub struct Ctx<'a> {
     pub now_secs: u64,
+    /// Loop clock, milliseconds.
+    pub now_ms: u64,
     pub date: &'a [u8; 29],
     /// The idle timeout in force, for the `Keep-Alive` hint.
     pub idle_timeout_secs: u64,
@@ -36,29 +40,77 @@ pub struct Ctx<'a> {
     pub stats: &'a mut Stats,
 }
 
+/// A subscription the server should hold open (`GET /sub/NAME`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct SubStart {
+    pub channel: Box<str>,
+    pub mode: Mode,
+    /// Messages up to this id were delivered (or are not wanted).
+    pub last_id: u64,
+    /// The stream is chunked (else delimited by closing: HTTP/1.0).
+    pub chunked: bool,
+    pub keep_alive: bool,
+    pub http10: bool,
+}
+
 /// What one call to [`Service::serve_one`] achieved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Step {
-    /// A request was answered (its response is in the output).
+    /// A request was answered (its response is in the output), or its body
+    /// is being collected.
     Answered,
     /// No complete request in the input: wait for more bytes.
     NeedInput,
     /// No further request will be read on this connection.
     Done,
+    /// The request subscribed: hold the connection (long poll) or keep
+    /// streaming to it.
+    Subscribe(SubStart),
 }
 
 pub struct Service {
     pub files: Files,
     pub limits: Limits,
     pub log: Option<AccessLog>,
+    pub pubsub: PubSub,
+    /// `--publish-token`: when set, publishing needs `Authorization: Bearer`.
+    pub publish_token: Option<String>,
+    /// Messages published this turn, for the server to deliver.
+    pub fresh: Vec<(Box<str>, u64)>,
 }
 
 /// The methods a static resource allows.
 const STATIC_ALLOW: &[u8] = b"Allow: GET, HEAD, OPTIONS\r\n";
+const PUB_ALLOW: &[u8] = b"Allow: POST, OPTIONS\r\n";
+const SUB_ALLOW: &[u8] = b"Allow: GET, OPTIONS\r\n";
+/// Subscriber responses must not be cached (RFC 6202 §5.6).
+const NO_CACHE: &[u8] = b"Cache-Control: no-cache\r\n";
+
+/// Which part of the server a path belongs to.
+enum Route<'a> {
+    Status,
+    Publish(&'a str),
+    Subscribe(&'a str),
+    Static,
+}
+
+impl<'a> Route<'a> {
+    fn of(path: &'a str) -> Route<'a> {
+        if path == "/_status" {
+            Route::Status
+        } else if let Some(name) = path.strip_prefix("/pub/") {
+            Route::Publish(name)
+        } else if let Some(name) = path.strip_prefix("/sub/") {
+            Route::Subscribe(name)
+        } else {
+            Route::Static
+        }
+    }
+}
 
 impl Service {
-    pub fn new(files: Files, limits: Limits, log: Option<AccessLog>) -> Service {
-        Service { files, limits, log }
+    pub fn new(files: Files, limits: Limits, log: Option<AccessLog>, pubsub: PubSub, token: Option<String>) -> Service {
+        Service { files, limits, log, pubsub, publish_token: token, fresh: Vec::new() }
     }
 
     /// Consume input for at most one request: the rest of the previous
@@ -66,25 +118,57 @@ impl Service {
     /// Returns the bytes consumed and what happened.
     pub fn serve_one(&mut self, proto: &mut Proto, input: &[u8], out: &mut Output, ctx: &mut Ctx<'_>) -> (usize, Step) {
         let mut pos = 0;
-        if let Reading::Discard { decoder, left } = &mut proto.reading {
-            let mut seen = 0u64;
-            match decoder.feed(input, |data| seen += data.len() as u64) {
-                Ok(fed) if seen <= *left => {
-                    pos = fed.consumed;
-                    *left -= seen;
-                    if !fed.done {
-                        return (pos, Step::NeedInput);
+        match &mut proto.reading {
+            Reading::Discard { decoder, left } => {
+                let mut seen = 0u64;
+                match decoder.feed(input, |data| seen += data.len() as u64) {
+                    Ok(fed) if seen <= *left => {
+                        pos = fed.consumed;
+                        *left -= seen;
+                        if !fed.done {
+                            return (pos, Step::NeedInput);
+                        }
+                        proto.reading = Reading::Head;
                     }
-                    proto.reading = Reading::Head;
-                }
-                // The response went out already: all that is left is to
-                // stop reading and close gracefully.
-                Ok(_) | Err(_) => {
-                    debug!("request body over limit or malformed while discarding");
-                    proto.finish(CloseKind::ServerFirst);
-                    return (input.len(), Step::Done);
+                    // The response went out already: all that is left is to
+                    // stop reading and close gracefully.
+                    Ok(_) | Err(_) => {
+                        debug!("request body over limit or malformed while discarding");
+                        proto.finish(CloseKind::ServerFirst);
+                        return (input.len(), Step::Done);
+                    }
                 }
             }
+            Reading::Collect(c) => {
+                let limit = c.limit;
+                let body = &mut c.body;
+                let mut over = false;
+                let fed = c.decoder.feed(input, |data| {
+                    over |= body.len() + data.len() > limit;
+                    if !over {
+                        body.extend_from_slice(data);
+                    }
+                });
+                return match fed {
+                    Ok(fed) if !over && !fed.done => (fed.consumed, Step::NeedInput),
+                    Ok(fed) if !over => {
+                        let Reading::Collect(c) = std::mem::replace(&mut proto.reading, Reading::Head) else {
+                            unreachable!("matched Collect above")
+                        };
+                        self.finish_publish(proto, *c, out, ctx);
+                        (fed.consumed, Step::Answered)
+                    }
+                    Ok(_) => {
+                        self.reject(proto, Reject::new(Status::CONTENT_TOO_LARGE, "message too large"), out, ctx);
+                        (input.len(), Step::Answered)
+                    }
+                    Err(e) => {
+                        self.reject(proto, Reject::new(Status::BAD_REQUEST, e.why()), out, ctx);
+                        (input.len(), Step::Answered)
+                    }
+                };
+            }
+            Reading::Head | Reading::Done(_) => {}
         }
         if proto.is_done() {
             return (input.len(), Step::Done);
@@ -93,8 +177,8 @@ impl Service {
             Ok(Parsed::Partial) => (pos, Step::NeedInput),
             Ok(Parsed::Head(head)) => {
                 let len = head.len;
-                self.answer(proto, &head, out, ctx);
-                (pos + len, Step::Answered)
+                let step = self.answer(proto, &head, out, ctx);
+                (pos + len, step)
             }
             Ok(Parsed::Http2Preface) => {
                 warn!("{}: HTTP/2 connection preface refused; linger speaks HTTP/1.1 (use h2load --h1)", ctx.peer);
@@ -109,8 +193,8 @@ impl Service {
         }
     }
 
-    /// Answer a head that could not be parsed, then close: after a framing
-    /// error the next request cannot be found.
+    /// Answer a request that cannot be read on (malformed head or body),
+    /// then close: after a framing error the next request cannot be found.
     pub fn reject(&mut self, proto: &mut Proto, reject: Reject, out: &mut Output, ctx: &mut Ctx<'_>) {
         debug!("{}: {} ({})", ctx.peer, reject.status.code(), reject.why);
         ctx.stats.counters.requests += 1;
@@ -123,70 +207,108 @@ impl Service {
         }
     }
 
-    fn answer(&mut self, proto: &mut Proto, head: &Head<'_>, out: &mut Output, ctx: &mut Ctx<'_>) {
+    fn answer(&mut self, proto: &mut Proto, head: &Head<'_>, out: &mut Output, ctx: &mut Ctx<'_>) -> Step {
         proto.served += 1;
         ctx.stats.counters.requests += 1;
+        let route = Route::of(head.path);
         // Decide what happens to the body and the connection before writing
         // a byte, so the head can say it.
         let mut server_close = proto.served >= self.limits.max_requests;
         let mut early: Option<Status> = None;
+        let publish = match route {
+            Route::Publish(name) if head.method == Method::Post => {
+                early = self.may_publish(head, name, ctx).err();
+                early.is_none()
+            }
+            _ => false,
+        };
+        let limit = if publish { MAX_MESSAGE as u64 } else { self.limits.max_body };
+        let mut collect = None;
         match head.body {
             BodyLength::None if head.method.expects_content() => early = Some(Status::LENGTH_REQUIRED),
-            BodyLength::Length(n) if n > self.limits.max_body => {
+            BodyLength::Length(n) if n > limit => {
                 early = Some(Status::CONTENT_TOO_LARGE);
                 server_close = true;
             }
             BodyLength::None | BodyLength::Length(0) => {}
             BodyLength::Length(_) | BodyLength::Chunked => {
-                if head.expect_continue {
+                let decoder = match head.body {
+                    BodyLength::Length(n) => BodyDecoder::length(n),
+                    _ => BodyDecoder::chunked(),
+                };
+                if publish && early.is_none() {
+                    collect = Some(decoder);
+                } else if head.expect_continue {
                     // We answer without reading the body and never sent 100:
                     // the client may or may not send it, so the next request
                     // cannot be found (RFC 9110 §10.1.1). Close.
                     server_close = true;
                 } else {
-                    let decoder = match head.body {
-                        BodyLength::Length(n) => BodyDecoder::length(n),
-                        _ => BodyDecoder::chunked(),
-                    };
                     proto.reading = Reading::Discard { decoder, left: self.limits.max_body };
                 }
             }
         }
         let keep = head.keep_alive && !server_close;
+        let http10 = head.version == parse::Version::Http10;
         let persist = if keep {
             Persist::KeepAlive {
                 timeout_secs: ctx.idle_timeout_secs,
                 max: self.limits.max_requests.saturating_sub(proto.served),
-                http10: head.version == parse::Version::Http10,
+                http10,
             }
         } else {
             Persist::Close
         };
-        let mut reply = Reply::new(out, ctx.date, persist, head.method == Method::Head);
-        match early {
-            Some(status) => reply.simple(status, b""),
-            None => self.route(head, &mut reply, ctx),
-        }
         if !keep {
             proto.finish(if server_close { CloseKind::ServerFirst } else { CloseKind::ClientFirst });
+        }
+        if let Some(decoder) = collect {
+            if head.expect_continue {
+                out.bytes().extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            }
+            let close_after = proto.close_kind();
+            let name = match route {
+                Route::Publish(name) => name,
+                _ => "",
+            };
+            // The response waits for the body; a close decided now happens
+            // after it (`finish_publish` restores it).
+            proto.reading = Reading::Collect(Box::new(Collecting {
+                decoder,
+                body: Vec::new(),
+                limit: MAX_MESSAGE,
+                target: name.into(),
+                persist,
+                close_after,
+                request_line: format!("{} {} {}", head.method_str, head.target, head.version.as_str()).into(),
+            }));
+            return Step::Answered;
+        }
+        let mut reply = Reply::new(out, ctx.date, persist, head.method == Method::Head);
+        let mut step = Step::Answered;
+        match (early, route) {
+            (Some(status), Route::Publish(_)) => reply.simple(status, PUB_ALLOW),
+            (Some(status), _) => reply.simple(status, b""),
+            (None, Route::Status) => status(head, &mut reply, ctx),
+            (None, Route::Publish(name)) => self.publish_route(head, name, &mut reply, ctx),
+            (None, Route::Subscribe(name)) => {
+                if let Some(start) = self.subscribe(head, name, keep, &mut reply) {
+                    step = Step::Subscribe(start);
+                }
+            }
+            (None, Route::Static) => self.static_route(head, &mut reply, ctx),
         }
         if let Some(log) = &mut self.log {
             let (m, t, v) = (head.method_str, head.target, head.version.as_str());
             log.record(ctx.now_secs, ctx.peer, m, t, v, reply.status.code(), reply.body_bytes);
         }
+        step
     }
 
-    fn route(&mut self, head: &Head<'_>, reply: &mut Reply<'_>, ctx: &mut Ctx<'_>) {
-        if head.path == "/_status" {
-            return status(head, reply, ctx);
-        }
+    fn static_route(&mut self, head: &Head<'_>, reply: &mut Reply<'_>, ctx: &mut Ctx<'_>) {
         match head.method {
             Method::Get | Method::Head => {}
-            Method::Options => {
-                let buf = reply.start(Status::OK);
-                buf.extend_from_slice(STATIC_ALLOW);
-                return reply.end_head(0);
-            }
+            Method::Options => return options(reply, STATIC_ALLOW),
             Method::Other => return reply.simple(Status::NOT_IMPLEMENTED, b""),
             _ => return reply.simple(Status::METHOD_NOT_ALLOWED, STATIC_ALLOW),
         }
@@ -206,6 +328,170 @@ impl Service {
             }
         }
     }
+
+    /// Who may publish: loopback clients, or, with `--publish-token`, any
+    /// client presenting it (and only those).
+    fn may_publish(&self, head: &Head<'_>, name: &str, ctx: &Ctx<'_>) -> Result<(), Status> {
+        let allowed = match &self.publish_token {
+            Some(token) => head.authorization.and_then(|a| a.strip_prefix(b"Bearer ")) == Some(token.as_bytes()),
+            None => ctx.peer.ip().is_loopback(),
+        };
+        if !allowed {
+            return Err(Status::FORBIDDEN);
+        }
+        if !pubsub::valid_name(name) {
+            return Err(Status::BAD_REQUEST);
+        }
+        Ok(())
+    }
+
+    /// `/pub/NAME` with a method other than POST, or a POST without body.
+    fn publish_route(&mut self, head: &Head<'_>, name: &str, reply: &mut Reply<'_>, ctx: &mut Ctx<'_>) {
+        match head.method {
+            Method::Options => options(reply, PUB_ALLOW),
+            // A POST whose body was empty (Content-Length: 0).
+            Method::Post => self.publish(name, "", reply, ctx),
+            _ => reply.simple(Status::METHOD_NOT_ALLOWED, PUB_ALLOW),
+        }
+    }
+
+    /// The body of a publish arrived: publish it and answer.
+    fn finish_publish(&mut self, proto: &mut Proto, c: Collecting, out: &mut Output, ctx: &mut Ctx<'_>) {
+        if let Some(kind) = c.close_after {
+            proto.finish(kind);
+        }
+        let mut reply = Reply::new(out, ctx.date, c.persist, false);
+        match std::str::from_utf8(&c.body) {
+            Ok(text) => self.publish(&c.target, text, &mut reply, ctx),
+            Err(_) => reply.simple(Status::BAD_REQUEST, b""),
+        }
+        if let Some(log) = &mut self.log {
+            let mut parts = c.request_line.splitn(3, ' ');
+            let (m, t, v) = (parts.next().unwrap_or("-"), parts.next().unwrap_or("-"), parts.next().unwrap_or("-"));
+            log.record(ctx.now_secs, ctx.peer, m, t, v, reply.status.code(), reply.body_bytes);
+        }
+    }
+
+    fn publish(&mut self, name: &str, text: &str, reply: &mut Reply<'_>, ctx: &mut Ctx<'_>) {
+        let id = self.pubsub.publish(name, text, ctx.now_ms);
+        let reached = self.pubsub.channel(name).map_or(0, |c| c.subscribers.len());
+        self.fresh.push((name.into(), id));
+        let mut body = b"{\"id\":".to_vec();
+        reply::push_decimal(&mut body, id);
+        body.extend_from_slice(b",\"subscribers\":");
+        reply::push_decimal(&mut body, reached as u64);
+        body.extend_from_slice(b"}\n");
+        let buf = reply.start(Status::OK);
+        buf.extend_from_slice(b"Content-Type: application/json\r\n");
+        buf.extend_from_slice(NO_CACHE);
+        reply.end_head(body.len() as u64);
+        reply.body(&body);
+    }
+
+    /// `GET /sub/NAME`: answer at once from history, or start a hold or a
+    /// stream (RFC 6202). Returns the subscription for the server to keep.
+    fn subscribe(&mut self, head: &Head<'_>, name: &str, keep: bool, reply: &mut Reply<'_>) -> Option<SubStart> {
+        match head.method {
+            Method::Get => {}
+            Method::Options => {
+                options(reply, SUB_ALLOW);
+                return None;
+            }
+            _ => {
+                reply.simple(Status::METHOD_NOT_ALLOWED, SUB_ALLOW);
+                return None;
+            }
+        }
+        if !pubsub::valid_name(name) {
+            reply.simple(Status::BAD_REQUEST, b"");
+            return None;
+        }
+        let query = |key: &str| {
+            head.query.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
+        };
+        let mode = if head.accept_event_stream {
+            Mode::Sse
+        } else if query("mode") == Some("stream") {
+            Mode::Stream
+        } else {
+            Mode::LongPoll
+        };
+        let since =
+            query("since").map(str::as_bytes).or(head.last_event_id).and_then(|v| parse::parse_decimal(parse::trim(v)));
+        let channel = self.pubsub.channel(name);
+        let newest = channel.map_or(0, |c| c.last_id);
+        let http10 = head.version == parse::Version::Http10;
+        let start =
+            |last_id, chunked| SubStart { channel: name.into(), mode, last_id, chunked, keep_alive: keep, http10 };
+        match mode {
+            Mode::LongPoll => {
+                if let (Some(since), Some(channel)) = (since, channel) {
+                    if since < newest {
+                        // Everything newer at once, in one response (§2.2).
+                        let body = pubsub::long_poll_body(channel.since(since), since);
+                        long_poll_reply(reply, &body);
+                        return None;
+                    }
+                }
+                // Hold. A `since` from the future (a restarted server)
+                // waits for the next message like no `since` at all.
+                Some(start(newest.min(since.unwrap_or(newest)), false))
+            }
+            Mode::Stream | Mode::Sse => {
+                let chunked = !http10;
+                if !chunked {
+                    // HTTP/1.0: the stream ends when the connection does.
+                    reply.persist = Persist::Close;
+                }
+                let buf = reply.start(Status::OK);
+                let content_type: &[u8] = match mode {
+                    Mode::Sse => b"Content-Type: text/event-stream; charset=utf-8\r\n",
+                    _ => b"Content-Type: application/x-ndjson; charset=utf-8\r\n",
+                };
+                buf.extend_from_slice(content_type);
+                buf.extend_from_slice(NO_CACHE);
+                if chunked {
+                    buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+                }
+                reply.end_head_framed();
+                let mut payload = Vec::new();
+                if mode == Mode::Sse {
+                    payload.extend_from_slice(format!("retry: {}\n\n", pubsub::SSE_RETRY_MS).as_bytes());
+                }
+                let mut last = newest;
+                if let (Some(since), Some(channel)) = (since, channel) {
+                    // Resume from history (Last-Event-ID).
+                    for m in channel.since(since) {
+                        payload.extend_from_slice(&pubsub::stream_payload(mode, m));
+                    }
+                    last = newest.max(since.min(newest));
+                }
+                pubsub::frame(reply.out.bytes(), &payload, chunked);
+                Some(start(last, chunked))
+            }
+        }
+    }
+}
+
+fn options(reply: &mut Reply<'_>, allow: &[u8]) {
+    let buf = reply.start(Status::OK);
+    buf.extend_from_slice(allow);
+    reply.end_head(0);
+}
+
+/// A long-poll answer carrying messages.
+pub fn long_poll_reply(reply: &mut Reply<'_>, body: &[u8]) {
+    let buf = reply.start(Status::OK);
+    buf.extend_from_slice(b"Content-Type: application/json\r\n");
+    buf.extend_from_slice(NO_CACHE);
+    reply.end_head(body.len() as u64);
+    reply.body(body);
+}
+
+/// A long poll that ends without a message (timeout, a pipelined request
+/// behind it, or load shedding): `204` (RFC 6202 §5.5).
+pub fn long_poll_empty(reply: &mut Reply<'_>) {
+    reply.simple(Status::NO_CONTENT, NO_CACHE);
 }
 
 /// `GET /_status`: the counters as flat JSON, for loopback clients only.
@@ -215,11 +501,7 @@ fn status(head: &Head<'_>, reply: &mut Reply<'_>, ctx: &mut Ctx<'_>) {
     }
     match head.method {
         Method::Get | Method::Head => {}
-        Method::Options => {
-            let buf = reply.start(Status::OK);
-            buf.extend_from_slice(STATIC_ALLOW);
-            return reply.end_head(0);
-        }
+        Method::Options => return options(reply, STATIC_ALLOW),
         _ => return reply.simple(Status::METHOD_NOT_ALLOWED, STATIC_ALLOW),
     }
     let json = ctx.stats.to_json();
@@ -249,7 +531,7 @@ mod tests {
     fn service(max_requests: u32) -> Service {
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let files = Files::new(None, now).unwrap();
-        Service::new(files, Limits { max_head: 8192, max_body: 1024, max_requests }, None)
+        Service::new(files, Limits { max_head: 8192, max_body: 1024, max_requests }, None, PubSub::new(10), None)
     }
 
     /// Feed `input` in pieces of `piece` bytes, serving everything that
@@ -266,6 +548,7 @@ mod tests {
             loop {
                 let mut ctx = Ctx {
                     now_secs: 1,
+                    now_ms: 1000,
                     date: &date,
                     idle_timeout_secs: 60,
                     peer: "127.0.0.1:9".parse().unwrap(),
@@ -339,5 +622,66 @@ mod tests {
         let (text, proto) = drive(&mut svc, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 1000);
         assert!(text.contains("use h2load --h1"));
         assert!(proto.is_done());
+    }
+
+    #[test]
+    fn publish_body_split_anywhere_then_long_poll_batches_history() {
+        let mut svc = service(100);
+        let input = b"POST /pub/news HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloPOST /pub/news HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\ntwo\r\n0\r\n\r\n";
+        for piece in 1..input.len() {
+            let mut svc = service(100);
+            let (text, _) = drive(&mut svc, input, piece);
+            assert!(text.contains("{\"id\":1,\"subscribers\":0}"), "piece {piece}: {text}");
+            assert!(text.contains("{\"id\":2,\"subscribers\":0}"), "piece {piece}: {text}");
+        }
+        let (_, _) = drive(&mut svc, input, input.len());
+        let (text, _) = drive(&mut svc, b"GET /sub/news?since=0 HTTP/1.1\r\nHost: a\r\n\r\n", 1000);
+        assert!(text.contains("Cache-Control: no-cache"));
+        assert!(
+            text.ends_with(
+                "{\"last_id\":2,\"messages\":[{\"id\":1,\"data\":\"hello\"},{\"id\":2,\"data\":\"two\"}]}\n"
+            )
+        );
+    }
+
+    #[test]
+    fn subscriptions_are_handed_to_the_server() {
+        let mut svc = service(100);
+        let date = crate::http::reply::http_date(SystemTime::UNIX_EPOCH);
+        let mut stats = Stats::default();
+        let mut ctx = Ctx {
+            now_secs: 1,
+            now_ms: 1,
+            date: &date,
+            idle_timeout_secs: 60,
+            peer: "127.0.0.1:9".parse().unwrap(),
+            stats: &mut stats,
+        };
+        let mut proto = Proto::new();
+        let mut out = Output::default();
+        let (_, step) = svc.serve_one(&mut proto, b"GET /sub/a HTTP/1.1\r\nHost: a\r\n\r\n", &mut out, &mut ctx);
+        let Step::Subscribe(start) = step else { panic!("{step:?}") };
+        assert_eq!((start.mode, start.last_id, start.chunked), (Mode::LongPoll, 0, false));
+        assert!(out.is_empty(), "a held long poll writes nothing yet");
+        let (_, step) = svc.serve_one(
+            &mut proto,
+            b"GET /sub/a HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n",
+            &mut out,
+            &mut ctx,
+        );
+        let Step::Subscribe(start) = step else { panic!("{step:?}") };
+        assert_eq!(start.mode, Mode::Sse);
+        let text = String::from_utf8(out.take_all()).unwrap();
+        assert!(text.contains("Content-Type: text/event-stream") && text.contains("Transfer-Encoding: chunked"));
+        assert!(text.ends_with("\r\n\r\nd\r\nretry: 2000\n\n\r\n"), "{text:?}");
+        let mut far = Ctx { peer: "10.0.0.1:9".parse().unwrap(), ..ctx };
+        let (_, step) = svc.serve_one(
+            &mut proto,
+            b"POST /pub/a HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
+            &mut out,
+            &mut far,
+        );
+        assert_eq!(step, Step::Answered);
+        assert!(String::from_utf8(out.take_all()).unwrap().starts_with("HTTP/1.1 403 Forbidden"));
     }
 }

@@ -26,6 +26,12 @@ pub struct Counters {
     pub backpressure_stalls: u64,
     /// `accept` failures for want of descriptors.
     pub accept_errors: u64,
+    /// Messages published.
+    pub published: u64,
+    /// Message deliveries (a long-poll answer counts once).
+    pub delivered: u64,
+    /// Subscribers closed because they could not keep up.
+    pub slow_subscribers_dropped: u64,
 }
 
 /// Gauges computed by the server once per turn (each is a list length or
@@ -43,6 +49,7 @@ pub struct Gauges {
     pub idle_timeout_ms: u64,
     pub buffer_bytes: usize,
     pub max_buffer_bytes: usize,
+    pub channels: usize,
 }
 
 #[derive(Default, Debug)]
@@ -56,7 +63,7 @@ impl Stats {
     pub fn to_json(&self) -> Vec<u8> {
         let g = &self.gauges;
         let c = &self.counters;
-        let fields: [(&str, u64); 23] = [
+        let fields: [(&str, u64); 27] = [
             ("active", g.active as u64),
             ("reading", g.reading as u64),
             ("writing", g.writing as u64),
@@ -80,6 +87,10 @@ impl Stats {
             ("buffer_bytes", g.buffer_bytes as u64),
             ("max_buffer_bytes", g.max_buffer_bytes as u64),
             ("pid", u64::from(std::process::id())),
+            ("channels", g.channels as u64),
+            ("published", c.published),
+            ("delivered", c.delivered),
+            ("slow_subscribers_dropped", c.slow_subscribers_dropped),
         ];
         let mut out = Vec::with_capacity(512);
         out.push(b'{');

@@ -35,10 +35,26 @@ pub enum Reading {
     /// Inside a request body nobody consumes: decoded and dropped, counting
     /// against `left` (the body limit).
     Discard { decoder: BodyDecoder, left: u64 },
-    /// Inside a request body kept for the application (a publish).
-    Collect { decoder: BodyDecoder, body: Vec<u8>, limit: usize },
+    /// Inside a request body kept for the application (a publish); the
+    /// response is written when the body is complete.
+    Collect(Box<Collecting>),
     /// No further request will be read; close once the output has drained.
     Done(CloseKind),
+}
+
+/// A body being kept, and what its request's response will need.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Collecting {
+    pub decoder: BodyDecoder,
+    pub body: Vec<u8>,
+    pub limit: usize,
+    /// What the body is for (the channel name of a publish).
+    pub target: Box<str>,
+    pub persist: Persist,
+    /// The connection closes after the response (decided with the head).
+    pub close_after: Option<CloseKind>,
+    /// For the access log.
+    pub request_line: Box<str>,
 }
 
 /// The per-connection protocol state: lives as long as the connection,
