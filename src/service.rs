@@ -425,13 +425,13 @@ impl Service {
             |last_id, chunked| SubStart { channel: name.into(), mode, last_id, chunked, keep_alive: keep, http10 };
         match mode {
             Mode::LongPoll => {
-                if let (Some(since), Some(channel)) = (since, channel) {
-                    if since < newest {
-                        // Everything newer at once, in one response (§2.2).
-                        let body = pubsub::long_poll_body(channel.since(since), since);
-                        long_poll_reply(reply, &body);
-                        return None;
-                    }
+                if let (Some(since), Some(channel)) = (since, channel)
+                    && since < newest
+                {
+                    // Everything newer at once, in one response (§2.2).
+                    let body = pubsub::long_poll_body(channel.since(since), since);
+                    long_poll_reply(reply, &body);
+                    return None;
                 }
                 // Hold. A `since` from the future (a restarted server)
                 // waits for the next message like no `since` at all.

@@ -419,7 +419,7 @@ fn root_rows() -> Vec<Row> {
         ),
         row(
             "encoded dot-dot between segments",
-            get("/sub/%2e%2e/hello.txt"),
+            get("/docs/%2e%2e/hello.txt"),
             400,
             KeepAlive,
         ),
@@ -464,13 +464,13 @@ fn root_rows() -> Vec<Row> {
         // Backslash is a separator on some systems and in some proxies.
         row(
             "backslash",
-            get("/sub\\..\\..\\etc\\passwd"),
+            get("/docs\\..\\..\\etc\\passwd"),
             400,
             KeepAlive,
         ),
         row(
             "encoded backslash",
-            get("/sub%5c..%5chello.txt"),
+            get("/docs%5c..%5chello.txt"),
             400,
             KeepAlive,
         ),
@@ -495,21 +495,21 @@ fn root_rows() -> Vec<Row> {
         // RFC 9110 §15.4.2: the directory's URL is the one with the slash.
         row(
             "directory without trailing slash",
-            get("/sub"),
+            get("/docs"),
             301,
             KeepAlive,
         )
-        .with("Location", "/sub/"),
+        .with("Location", "/docs/"),
         row(
             "directory redirect keeps the query",
-            get("/sub?page=2"),
+            get("/docs?page=2"),
             301,
             KeepAlive,
         )
-        .with("Location", "/sub/?page=2"),
+        .with("Location", "/docs/?page=2"),
         row(
             "directory with trailing slash",
-            get("/sub/"),
+            get("/docs/"),
             200,
             KeepAlive,
         ),
@@ -563,7 +563,7 @@ fn path_safety_under_a_root_directory() {
     let root = TempDir::new("hostile-root");
     let outside = TempDir::new("hostile-outside");
     root.write("hello.txt", FOLLOW_UP_BODY);
-    root.write("sub/index.html", b"<!doctype html><title>sub</title>\n");
+    root.write("docs/index.html", b"<!doctype html><title>docs</title>\n");
     root.write(".git/config", b"[core]\n\trepositoryformatversion = 0\n");
     root.write(".env", b"DATABASE_PASSWORD=hunter2\n");
     root.write(".well-known/security.txt", b"Contact: mailto:security@example.com\n");
