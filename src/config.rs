@@ -29,6 +29,7 @@ pub struct Config {
     pub stream_lifetime: Duration,
     pub channel_history: usize,
     pub publish_token: Option<String>,
+    pub shutdown_timeout: Duration,
     /// Test-only: close abortively instead of lingering, to prove the
     /// lingering tests can fail. Set by `LINGER_TEST_ABORTIVE_CLOSE=1`;
     /// deliberately not a flag.
@@ -69,6 +70,7 @@ impl Default for Config {
             stream_lifetime: Duration::from_secs(300),
             channel_history: 100,
             publish_token: None,
+            shutdown_timeout: Duration::from_secs(10),
             abortive_close: false,
         }
     }
@@ -134,6 +136,12 @@ fn options() -> Options {
     );
     o.optopt("", "channel-history", &format!("messages kept per channel [{}]", d.channel_history), "N");
     o.optopt("", "publish-token", "require 'Authorization: Bearer TOKEN' to publish [loopback only]", "TOKEN");
+    o.optopt(
+        "",
+        "shutdown-timeout",
+        &format!("on SIGTERM/SIGINT, time allowed to finish before exiting [{}]", secs(d.shutdown_timeout)),
+        "SECS",
+    );
     o.optflag("h", "help", "print this help");
     o.optflag("V", "version", "print the version");
     o
@@ -196,6 +204,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     c.stream_lifetime = seconds(&m, "stream-lifetime", c.stream_lifetime)?;
     c.channel_history = number(&m, "channel-history", c.channel_history, 1, 1_000_000)?;
     c.publish_token = m.opt_str("publish-token");
+    c.shutdown_timeout = seconds(&m, "shutdown-timeout", c.shutdown_timeout)?;
     if c.publish_token.as_deref() == Some("") {
         return Err("invalid value '' for --publish-token: must not be empty".into());
     }

@@ -44,6 +44,7 @@ use crate::status::Stats;
 use crate::sys;
 
 const LISTENER: Token = Token(usize::MAX);
+const SIGNALS: Token = Token(usize::MAX - 1);
 /// Events taken per poll. More wait for the next turn; nothing is lost.
 const EVENTS: usize = 1024;
 /// Descriptors kept back from connections: listener, poll, log, reserve,
@@ -53,8 +54,13 @@ const SPARE_FDS: u64 = 64;
 pub struct Server {
     poll: Poll,
     events: Events,
-    listener: TcpListener,
+    /// `None` once shutting down: no more connections are accepted.
+    listener: Option<TcpListener>,
     local_addr: SocketAddr,
+    /// The read end of the signal self-pipe.
+    signals: Option<std::os::fd::OwnedFd>,
+    /// Shutting down: the loop clock by which to be gone.
+    draining: Option<u64>,
     conns: Slab<Conn>,
     /// Connections with work for the next turn (deduplicated by `in_runq`).
     runq: Vec<usize>,
@@ -80,6 +86,7 @@ pub struct Server {
     max_closing: usize,
     scratch: Box<[u8]>,
     accept_ready: bool,
+    shutdown_requested: bool,
     /// Accept failed for want of descriptors; retry when one closes.
     accept_starved: bool,
     reserve: Option<File>,
@@ -103,6 +110,12 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let signals = sys::shutdown_signals()?;
+        poll.registry().register(
+            &mut mio::unix::SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&signals)),
+            SIGNALS,
+            Interest::READABLE,
+        )?;
         let now_wall = SystemTime::now();
         let files = Files::new(cfg.root.as_deref(), now_wall)?;
         let log = cfg.access_log.as_deref().map(AccessLog::open).transpose()?;
@@ -127,8 +140,10 @@ impl Server {
         Ok(Server {
             poll,
             events: Events::with_capacity(EVENTS),
-            listener,
+            listener: Some(listener),
             local_addr,
+            signals: Some(signals),
+            draining: None,
             conns: Slab::with_capacity(1024),
             runq: Vec::new(),
             batch: Vec::new(),
@@ -146,6 +161,7 @@ impl Server {
             max_closing,
             scratch: vec![0; DRAIN_BUDGET].into_boxed_slice(),
             accept_ready: false,
+            shutdown_requested: false,
             accept_starved: false,
             reserve: sys::reserve_fd(),
             cfg,
@@ -156,16 +172,32 @@ impl Server {
         self.local_addr
     }
 
+    /// Run until a shutdown signal has been handled: returns once every
+    /// connection is gone or `--shutdown-timeout` has passed.
     pub fn run(&mut self) -> io::Result<()> {
         loop {
             self.turn()?;
+            if let Some(deadline) = self.draining {
+                if self.conns.is_empty() {
+                    info!("shutdown complete");
+                    return Ok(());
+                }
+                if self.now >= deadline {
+                    warn!("shutdown timeout: closing {} connections", self.conns.len());
+                    return Ok(());
+                }
+            }
         }
     }
 
     /// One turn of the loop.
     pub fn turn(&mut self) -> io::Result<()> {
-        let timeout =
+        let mut timeout =
             if self.runq.is_empty() && !self.accept_ready { self.next_deadline() } else { Some(Duration::ZERO) };
+        if let Some(deadline) = self.draining {
+            let left = Duration::from_millis(deadline.saturating_sub(self.started.elapsed().as_millis() as u64) + 1);
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -173,6 +205,9 @@ impl Server {
         }
         self.tick();
         self.record_events();
+        if std::mem::take(&mut self.shutdown_requested) {
+            self.begin_shutdown();
+        }
         self.accept_all();
         self.take_batch();
         self.read_phase();
@@ -261,6 +296,10 @@ impl Server {
                 self.accept_ready = true;
                 continue;
             }
+            if event.token() == SIGNALS {
+                self.shutdown_requested = true;
+                continue;
+            }
             let key = event.token().0;
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
@@ -287,9 +326,43 @@ impl Server {
         }
     }
 
+    /// SIGTERM or SIGINT: stop accepting, answer held long polls, end
+    /// streams, close idle connections with the handshake, and let
+    /// in-flight exchanges finish (their responses say `Connection: close`).
+    fn begin_shutdown(&mut self) {
+        if let Some(fd) = &self.signals {
+            let mut drain = [0u8; 64];
+            // SAFETY: read(2) into a local buffer from our own pipe.
+            unsafe { libc::read(std::os::fd::AsRawFd::as_raw_fd(fd), drain.as_mut_ptr().cast(), drain.len()) };
+        }
+        if self.draining.is_some() {
+            return;
+        }
+        info!("shutting down: {} connections to finish", self.conns.len());
+        self.draining = Some(self.now + self.cfg.shutdown_timeout.as_millis() as u64);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.accept_ready = false;
+        self.service.draining = true;
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let Some(conn) = self.conns.get(key) else { continue };
+            let class = conn.link.class();
+            match &conn.side {
+                Side::Open(o) if o.sub.is_some() => self.end_sub(key, SubEnd::Shed),
+                Side::Open(o) if class == Some(Class::Idle) || (class == Some(Class::Header) && o.bufs.is_none()) => {
+                    self.begin_linger(key)
+                }
+                _ => {}
+            }
+        }
+    }
+
     fn accept_all(&mut self) {
         while self.accept_ready {
-            match self.listener.accept() {
+            let Some(listener) = &self.listener else { return };
+            match listener.accept() {
                 Ok((sock, peer)) => self.admit(sock, peer),
                 Err(e) if sys::is_would_block(&e) => self.accept_ready = false,
                 Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
@@ -321,7 +394,7 @@ impl Server {
                 b"Retry-After: 1\r\n",
                 true,
             );
-            while let Ok((sock, _)) = self.listener.accept() {
+            while let Some(Ok((sock, _))) = self.listener.as_ref().map(|l| l.accept()) {
                 self.stats.counters.rejected += 1;
                 let _ = sys::send(std::os::fd::AsRawFd::as_raw_fd(&sock), &answer, false);
             }
@@ -665,6 +738,9 @@ impl Server {
                 self.lists.enter(&mut self.conns, key, Class::Header, self.now);
             }
         } else if !pending && !more_read {
+            if self.draining.is_some() {
+                return self.begin_linger(key);
+            }
             // Idle: give the buffers back; only the record stays.
             self.release_bufs(key);
             if class != Some(Class::Idle) {

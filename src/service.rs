@@ -77,6 +77,8 @@ pub struct Service {
     pub publish_token: Option<String>,
     /// Messages published this turn, for the server to deliver.
     pub fresh: Vec<(Box<str>, u64)>,
+    /// Shutting down: every response closes its connection.
+    pub draining: bool,
 }
 
 /// The methods a static resource allows.
@@ -110,7 +112,7 @@ impl<'a> Route<'a> {
 
 impl Service {
     pub fn new(files: Files, limits: Limits, log: Option<AccessLog>, pubsub: PubSub, token: Option<String>) -> Service {
-        Service { files, limits, log, pubsub, publish_token: token, fresh: Vec::new() }
+        Service { files, limits, log, pubsub, publish_token: token, fresh: Vec::new(), draining: false }
     }
 
     /// Consume input for at most one request: the rest of the previous
@@ -213,7 +215,7 @@ impl Service {
         let route = Route::of(head.path);
         // Decide what happens to the body and the connection before writing
         // a byte, so the head can say it.
-        let mut server_close = proto.served >= self.limits.max_requests;
+        let mut server_close = proto.served >= self.limits.max_requests || self.draining;
         let mut early: Option<Status> = None;
         let publish = match route {
             Route::Publish(name) if head.method == Method::Post => {

@@ -6,4 +6,5 @@ pub static FILES: &[(&str, &[u8])] = &[
     ("/index.html", include_bytes!("../site/index.html")),
     ("/style.css", include_bytes!("../site/style.css")),
     ("/hello.txt", include_bytes!("../site/hello.txt")),
+    ("/live.html", include_bytes!("../site/live.html")),
 ];

@@ -148,3 +148,54 @@ pub fn is_would_block(e: &io::Error) -> bool {
 pub fn is_out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM))
 }
+
+/// The write end of the signal self-pipe, for the handler.
+static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_shutdown_signal(_: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking,
+        // so a full pipe just drops the byte (one is enough).
+        unsafe {
+            libc::write(fd, (&byte as *const u8).cast(), 1);
+        }
+    }
+}
+
+/// SIGTERM and SIGINT write a byte to a pipe that the loop polls (the
+/// self-pipe trick: the handler does nothing else). SIGPIPE is ignored:
+/// a peer that vanished is an error return, never a dead server.
+/// Returns the read end.
+pub fn shutdown_signals() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two-element array.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for fd in fds {
+        // SAFETY: fcntl on descriptors we just created.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFL, libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK);
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    SIGNAL_PIPE.store(fds[1], std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: installing handlers with a zeroed sigaction whose handler is
+    // an extern "C" fn that only calls write(2).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_shutdown_signal as *const () as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        for sig in [libc::SIGTERM, libc::SIGINT] {
+            if libc::sigaction(sig, &action, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        Ok(std::os::fd::OwnedFd::from_raw_fd(fds[0]))
+    }
+}
