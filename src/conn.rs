@@ -214,7 +214,8 @@ impl Conn {
             in_batch: false,
             side: Side::Open(Open {
                 sock,
-                // With TCP_DEFER_ACCEPT the first request is usually there.
+                // Try a read at once: the request usually follows the
+                // handshake closely, and a miss costs one EAGAIN.
                 readable: true,
                 writable: true,
                 peer_eof: false,

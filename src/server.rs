@@ -676,6 +676,11 @@ impl Server {
                 return;
             }
             let readable = o.readable;
+            if o.bufs.as_ref().is_some_and(|b| b.has_input()) {
+                // A request arrived behind the subscription (even in the
+                // same read): the serve phase ends the subscription first.
+                return self.push_runq(key);
+            }
             self.release_bufs(key);
             if progress || self.conns.get(key).and_then(|c| c.link.class()) != Some(class) {
                 self.lists.enter(&mut self.conns, key, class, self.now);
@@ -712,6 +717,7 @@ impl Server {
             None => (false, true, true),
         };
         let (peer_eof, need_input, readable, writable) = (o.peer_eof, o.need_input, o.readable, o.writable);
+        let served = o.proto.served;
         let in_body = matches!(o.proto.reading, Reading::Discard { .. } | Reading::Collect { .. });
         if peer_eof && !pending && (!has_input || need_input) {
             // The client finished sending and all it asked is answered.
@@ -743,7 +749,12 @@ impl Server {
             }
             // Idle: give the buffers back; only the record stays.
             self.release_bufs(key);
-            if class != Some(Class::Idle) {
+            if served == 0 {
+                // Nothing asked yet: the header timeout runs from accept, so
+                // a client that connects and stays silent is not treated as
+                // a keep-alive client.
+                self.lists.stay(&mut self.conns, key, Class::Header, self.now);
+            } else if class != Some(Class::Idle) {
                 self.lists.enter(&mut self.conns, key, Class::Idle, self.now);
             }
         } else if class.is_some() && progress {

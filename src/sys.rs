@@ -1,6 +1,6 @@
 //! The few system calls std and mio do not wrap, each behind `cfg` with a
-//! portable fallback: `sendfile` (three different signatures), `MSG_MORE`,
-//! `TCP_DEFER_ACCEPT`, the listen backlog, and descriptor limits. Only the
+//! portable fallback: `sendfile` (three different signatures), `MSG_MORE`, the
+//! listen backlog, and descriptor limits. Only the
 //! Linux paths are exercised by the tests here; the BSD paths follow their
 //! manual pages.
 
@@ -19,8 +19,10 @@ pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<(TcpListener, u32)> 
     if unsafe { libc::listen(listener.as_raw_fd(), backlog as libc::c_int) } < 0 {
         return Err(io::Error::last_os_error());
     }
+    // No TCP_DEFER_ACCEPT: a client that connects and stays silent would
+    // sit unaccepted in the kernel, never see the header timeout, and meet
+    // a reset when it finally speaks.
     listener.set_nonblocking(true)?;
-    defer_accept(&listener);
     Ok((listener, effective_backlog(backlog)))
 }
 
@@ -31,27 +33,6 @@ fn effective_backlog(asked: u32) -> u32 {
         Err(_) => asked,
     }
 }
-
-/// Wake the loop for a new connection only once its first bytes arrived, so
-/// accept is followed by a read that finds the request (Linux; BSDs have
-/// accept filters, which need a kernel module and are left to the admin).
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn defer_accept(listener: &TcpListener) {
-    let secs: libc::c_int = 1;
-    // SAFETY: setsockopt with a pointer to a live c_int and its size.
-    unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&secs as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn defer_accept(_listener: &TcpListener) {}
 
 /// Write bytes; `more` says a file body follows at once, so the kernel may
 /// hold a partial segment back (Linux `MSG_MORE`, saving a small packet).

@@ -102,6 +102,37 @@ impl Server {
             .unwrap()
     }
 
+    /// Send a signal without waiting.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Wait (bounded) for the server to exit; its exit code.
+    pub fn wait_exit(mut self) -> Option<i32> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "server did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Server CPU time (user + system) so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        // utime and stime are fields 14 and 15; after the ")" they are 12 and 13.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf with a valid name.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+
     /// Signal the server and wait for its exit code.
     pub fn signal_and_wait(mut self, signal: i32) -> Option<i32> {
         // SAFETY: kill(2) on our own child's pid.
@@ -174,6 +205,30 @@ impl Reader {
     /// Read one complete response. `head_request`: the request was HEAD, so
     /// no body follows whatever the head says.
     pub fn response(&mut self, s: &mut impl Read, head_request: bool) -> io::Result<Response> {
+        let mut resp = self.response_head(s)?;
+        let status = resp.status;
+        if head_request || status == 304 || status == 204 || (100..200).contains(&status) {
+            return Ok(resp);
+        }
+        if let Some(len) = resp.header("content-length") {
+            let len: usize = len.parse().unwrap();
+            while self.buf.len() < len {
+                if self.fill(s)? == 0 {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF in body"));
+                }
+            }
+            resp.body = self.buf.drain(..len).collect();
+        } else if resp.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            resp.body = self.chunked(s)?;
+        } else {
+            while self.fill(s)? > 0 {}
+            resp.body = std::mem::take(&mut self.buf);
+        }
+        Ok(resp)
+    }
+
+    /// Read a response head only (a stream's body follows).
+    pub fn response_head(&mut self, s: &mut impl Read) -> io::Result<Response> {
         let head_end = loop {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i + 4;
@@ -198,25 +253,7 @@ impl Reader {
                 (k.to_string(), v.trim().to_string())
             })
             .collect();
-        let mut resp = Response { status, head, headers, body: Vec::new() };
-        if head_request || status == 304 || status == 204 || (100..200).contains(&status) {
-            return Ok(resp);
-        }
-        if let Some(len) = resp.header("content-length") {
-            let len: usize = len.parse().unwrap();
-            while self.buf.len() < len {
-                if self.fill(s)? == 0 {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF in body"));
-                }
-            }
-            resp.body = self.buf.drain(..len).collect();
-        } else if resp.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-            resp.body = self.chunked(s)?;
-        } else {
-            while self.fill(s)? > 0 {}
-            resp.body = std::mem::take(&mut self.buf);
-        }
-        Ok(resp)
+        Ok(Response { status, head, headers, body: Vec::new() })
     }
 
     /// Read one chunk of a chunked body; `None` at the last chunk.
