@@ -12,6 +12,7 @@ pub mod http;
 pub mod lru;
 pub mod policy;
 pub mod pubsub;
+pub mod replay;
 pub mod sched;
 pub mod server;
 pub mod service;

@@ -7,6 +7,7 @@ pub mod body;
 pub mod output;
 pub mod parse;
 pub mod reply;
+pub mod wellformed;
 
 pub use body::BodyDecoder;
 pub use output::Output;
