@@ -4,6 +4,10 @@
 //! scheduler and the timer lists), `service.rs` and `http/` (the pure
 //! protocol core).
 
+// One panic in a single-threaded server drops every connection: no
+// unwrap/expect outside tests; each remaining invariant says why it holds.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod access_log;
 pub mod config;
 pub mod conn;

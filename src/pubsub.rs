@@ -93,12 +93,14 @@ impl PubSub {
     }
 
     fn entry(&mut self, name: &str, now: u64) -> &mut Channel {
-        if !self.channels.contains_key(name) {
-            let ch = Channel { last_id: 0, history: VecDeque::new(), subscribers: Vec::new(), last_activity: now };
-            self.channels.insert(name.into(), ch);
-        }
-        // Just inserted if it was missing.
-        self.channels.get_mut(name).expect("channel exists")
+        // One small allocation per publish or subscribe: neither is the
+        // hot path, and the entry API keeps this panic-free.
+        self.channels.entry(name.into()).or_insert_with(|| Channel {
+            last_id: 0,
+            history: VecDeque::new(),
+            subscribers: Vec::new(),
+            last_activity: now,
+        })
     }
 
     /// Store a message; returns its id. Ids increase strictly per channel.

@@ -144,7 +144,10 @@ impl Server {
             local_addr,
             signals: Some(signals),
             draining: None,
-            conns: Slab::with_capacity(1024),
+            // All slots up front: growing by doubling would copy the records
+            // and leave the old arrays' pages resident. Untouched capacity
+            // costs address space, not memory.
+            conns: Slab::with_capacity(cfg.max_conns + max_closing),
             runq: Vec::new(),
             batch: Vec::new(),
             sched: Scheduler::default(),
