@@ -31,33 +31,31 @@ use crate::sys;
 /// Per-connection buffers: taken from the pool when there is work, given
 /// back when the connection goes idle, so an idle connection holds none.
 pub struct Bufs {
-    /// Fixed-size input, zeroed once when allocated: reads go straight
-    /// into `input[end..]`, never re-initialised.
-    pub input: Box<[u8]>,
+    /// Input, read straight into the spare capacity: a fresh buffer costs
+    /// an allocation, never a 16 KiB memset.
+    pub input: Vec<u8>,
     /// Start of the unconsumed input.
     pub start: usize,
-    /// End of the bytes read.
-    pub end: usize,
     pub out: Output,
 }
 
 impl Bufs {
     pub fn unconsumed(&self) -> &[u8] {
-        &self.input[self.start..self.end]
+        &self.input[self.start..]
     }
 
     pub fn has_input(&self) -> bool {
-        self.start < self.end
+        self.start < self.input.len()
     }
 
     /// Room to read more (after compaction).
     pub fn has_room(&self) -> bool {
-        self.start > 0 || self.end < self.input.len()
+        self.start > 0 || self.input.len() < self.input.capacity()
     }
 
     /// Bytes of memory held, for the buffer-memory budget.
     pub fn memory(&self) -> usize {
-        self.input.len() + self.out.capacity()
+        self.input.capacity() + self.out.capacity()
     }
 }
 
@@ -82,9 +80,8 @@ impl BufPool {
         self.out += 1;
         self.free.pop().unwrap_or_else(|| {
             Box::new(Bufs {
-                input: vec![0; self.input_capacity].into_boxed_slice(),
+                input: Vec::with_capacity(self.input_capacity),
                 start: 0,
-                end: 0,
                 out: Output::default(),
             })
         })
@@ -94,7 +91,7 @@ impl BufPool {
         self.out -= 1;
         if self.free.len() < self.max_free {
             bufs.start = 0;
-            bufs.end = 0;
+            bufs.input.clear();
             // A large response's buffer is not worth keeping for everyone.
             bufs.out.trim(self.input_capacity);
             self.free.push(bufs);
@@ -278,28 +275,27 @@ impl Open {
     /// Read what is available into the input buffer, up to its capacity.
     pub fn read_input(&mut self) -> ReadOutcome {
         let Some(bufs) = self.bufs.as_mut() else { return ReadOutcome::Progress };
-        if bufs.start == bufs.end {
+        let input = &mut bufs.input;
+        if bufs.start == input.len() {
+            input.clear();
             bufs.start = 0;
-            bufs.end = 0;
-        } else if bufs.start > 0 && bufs.input.len() - bufs.end < bufs.input.len() / 4 {
+        } else if bufs.start > 0 && input.capacity() - input.len() < input.capacity() / 4 {
             // Compact only when the tail is short: one memmove of what is
             // left, amortised over many requests.
-            bufs.input.copy_within(bufs.start..bufs.end, 0);
-            bufs.end -= bufs.start;
+            input.drain(..bufs.start);
             bufs.start = 0;
         }
-        let spare = bufs.input.len() - bufs.end;
+        let spare = input.capacity() - input.len();
         if spare == 0 {
             return ReadOutcome::Full;
         }
-        match read_retrying(&mut self.sock, &mut bufs.input[bufs.end..]) {
+        match sys::read_into_spare(self.sock.as_raw_fd(), input) {
             Ok(0) => {
                 self.peer_eof = true;
                 self.readable = false;
                 ReadOutcome::Progress
             }
             Ok(n) => {
-                bufs.end += n;
                 self.need_input = false;
                 if n < spare {
                     // Short read: the socket is drained; a new edge will come.

@@ -86,6 +86,8 @@ pub struct Server {
     max_closing: usize,
     scratch: Box<[u8]>,
     accept_ready: bool,
+    /// Accepted sockets inherit `TCP_NODELAY` from the listener.
+    inherited_nodelay: bool,
     shutdown_requested: bool,
     /// Accept failed for want of descriptors; retry when one closes.
     accept_starved: bool,
@@ -106,6 +108,7 @@ impl Server {
             cfg.max_conns = (fit as usize).max(1);
         }
         let (std_listener, backlog) = sys::listen(cfg.listen, cfg.backlog)?;
+        let inherited_nodelay = sys::nodelay_listener(&std_listener);
         let mut listener = TcpListener::from_std(std_listener);
         let local_addr = listener.local_addr()?;
         let poll = Poll::new()?;
@@ -164,6 +167,7 @@ impl Server {
             max_closing,
             scratch: vec![0; DRAIN_BUDGET].into_boxed_slice(),
             accept_ready: false,
+            inherited_nodelay,
             shutdown_requested: false,
             accept_starved: false,
             reserve: sys::reserve_fd(),
@@ -415,8 +419,11 @@ impl Server {
             return self.refuse(sock, peer);
         }
         // Responses are written whole, once per turn: Nagle would only
-        // delay the last segment.
-        let _ = sock.set_nodelay(true);
+        // delay the last segment (on Linux the listener's setting is
+        // inherited).
+        if !self.inherited_nodelay {
+            let _ = sock.set_nodelay(true);
+        }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) = self.poll.registry().register(&mut sock, Token(key), Interest::READABLE | Interest::WRITABLE) {
@@ -575,7 +582,7 @@ impl Server {
             }
             let mut ctx =
                 Ctx { now_secs: date.unix_secs(), now_ms: now, date: date.text(), idle_timeout_secs, peer, stats };
-            let (n, step) = service.serve_one(&mut o.proto, &bufs.input[bufs.start..bufs.end], &mut bufs.out, &mut ctx);
+            let (n, step) = service.serve_one(&mut o.proto, &bufs.input[bufs.start..], &mut bufs.out, &mut ctx);
             bufs.start += n;
             match step {
                 Step::Answered => {
@@ -945,7 +952,7 @@ impl Server {
             if started_head {
                 if let Some(bufs) = o.bufs.as_mut() {
                     reply::simple(bufs.out.bytes(), Status::REQUEST_TIMEOUT, &date, Persist::Close, b"", true);
-                    bufs.start = bufs.end;
+                    bufs.start = bufs.input.len();
                 }
                 o.proto.finish(CloseKind::ServerFirst);
                 self.lists.leave(&mut self.conns, key);

@@ -34,6 +34,47 @@ fn effective_backlog(asked: u32) -> u32 {
     }
 }
 
+/// Read into `buf`'s spare capacity (no zeroing), growing its length by
+/// what was read. Retries on EINTR.
+pub fn read_into_spare(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+    loop {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: read(2) writes at most `spare.len()` bytes into memory we
+        // own and do not otherwise touch during the call.
+        let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
+        if n >= 0 {
+            // SAFETY: the kernel initialised exactly `n` bytes past `len`.
+            unsafe { buf.set_len(buf.len() + n as usize) };
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Set `TCP_NODELAY` on the listener: Linux copies it to every accepted
+/// socket, saving a system call per connection. Elsewhere it is set on
+/// each connection.
+pub fn nodelay_listener(listener: &TcpListener) -> bool {
+    if !cfg!(any(target_os = "linux", target_os = "android")) {
+        return false;
+    }
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt with a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    rc == 0
+}
+
 /// Write bytes; `more` says a file body follows at once, so the kernel may
 /// hold a partial segment back (Linux `MSG_MORE`, saving a small packet).
 pub fn send(fd: RawFd, buf: &[u8], more: bool) -> io::Result<usize> {
