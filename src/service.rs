@@ -418,8 +418,10 @@ impl Service {
         } else {
             Mode::LongPoll
         };
+        // Last-Event-ID first: EventSource reconnects to the same URL, so a
+        // `?since=` in it would replay history the client already has.
         let since =
-            query("since").map(str::as_bytes).or(head.last_event_id).and_then(|v| parse::parse_decimal(parse::trim(v)));
+            head.last_event_id.or(query("since").map(str::as_bytes)).and_then(|v| parse::parse_decimal(parse::trim(v)));
         let channel = self.pubsub.channel(name);
         let newest = channel.map_or(0, |c| c.last_id);
         let http10 = head.version == parse::Version::Http10;
