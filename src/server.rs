@@ -678,12 +678,8 @@ impl Server {
                 return self.close_now(key);
             }
             if pending {
-                if o.writable {
-                    self.push_runq(key);
-                } else {
-                    self.lists.stay(&mut self.conns, key, Class::Send, self.now);
-                }
-                return;
+                let writable = o.writable;
+                return self.await_output(key, writable);
             }
             let readable = o.readable;
             if o.bufs.as_ref().is_some_and(|b| b.has_input()) {
@@ -702,12 +698,8 @@ impl Server {
         }
         if let Some(kind) = o.proto.close_kind() {
             if pending {
-                if o.writable {
-                    self.push_runq(key);
-                } else {
-                    self.lists.stay(&mut self.conns, key, Class::Send, self.now);
-                }
-                return;
+                let writable = o.writable;
+                return self.await_output(key, writable);
             }
             // Everything owed is written: close, by the right handshake.
             if self.cfg.abortive_close {
@@ -769,6 +761,16 @@ impl Server {
             }
         } else if class.is_some() && progress {
             self.lists.leave(&mut self.conns, key);
+        }
+    }
+
+    /// Output is pending: write more next turn if the socket takes it, else
+    /// wait for it under the send timeout.
+    fn await_output(&mut self, key: usize, writable: bool) {
+        if writable {
+            self.push_runq(key);
+        } else {
+            self.lists.stay(&mut self.conns, key, Class::Send, self.now);
         }
     }
 

@@ -134,21 +134,10 @@ impl Server {
     }
 
     /// Signal the server and wait for its exit code.
-    pub fn signal_and_wait(mut self, signal: i32) -> Option<i32> {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, signal);
-        }
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "server did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
+    pub fn signal_and_wait(self, signal: i32) -> Option<i32> {
+        self.signal(signal);
+        self.wait_exit()
+    }}
 
 impl Drop for Server {
     fn drop(&mut self) {
