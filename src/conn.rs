@@ -79,11 +79,7 @@ impl BufPool {
     pub fn take(&mut self) -> Box<Bufs> {
         self.out += 1;
         self.free.pop().unwrap_or_else(|| {
-            Box::new(Bufs {
-                input: Vec::with_capacity(self.input_capacity),
-                start: 0,
-                out: Output::default(),
-            })
+            Box::new(Bufs { input: Vec::with_capacity(self.input_capacity), start: 0, out: Output::default() })
         })
     }
 

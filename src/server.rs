@@ -280,7 +280,10 @@ impl Server {
             Class::CloseWait => CLIENT_FIRST_GRACE_MS,
             Class::Linger => self.cfg.linger_timeout.as_millis() as u64,
             Class::Hold => self.cfg.longpoll_timeout.as_millis() as u64,
-            Class::Stream => self.cfg.sse_ping.as_millis() as u64,
+            // One timer serves both the ping and the lifetime: a stream ends
+            // within one tick of its lifetime, and a lifetime shorter than
+            // the ping interval is not overshot.
+            Class::Stream => self.cfg.sse_ping.min(self.cfg.stream_lifetime).as_millis() as u64,
         }
     }
 
