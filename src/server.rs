@@ -249,6 +249,7 @@ impl Server {
         g.lingering = self.lists.len(Class::Linger) + self.lists.len(Class::CloseWait);
         g.idle_timeout_ms = self.idle_timeout_ms;
         g.buffer_bytes = self.pool.out * self.bufs_nominal + self.pool.memory();
+        g.buffers_held = self.pool.out;
         g.held = self.lists.len(Class::Hold);
         g.streaming = self.lists.len(Class::Stream);
         let ps = &self.service.pubsub;

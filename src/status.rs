@@ -49,6 +49,8 @@ pub struct Gauges {
     pub idle_timeout_ms: u64,
     pub buffer_bytes: usize,
     pub max_buffer_bytes: usize,
+    /// Buffer sets held by connections (idle ones hold none).
+    pub buffers_held: usize,
     pub channels: usize,
 }
 
@@ -63,7 +65,7 @@ impl Stats {
     pub fn to_json(&self) -> Vec<u8> {
         let g = &self.gauges;
         let c = &self.counters;
-        let fields: [(&str, u64); 27] = [
+        let fields: [(&str, u64); 28] = [
             ("active", g.active as u64),
             ("reading", g.reading as u64),
             ("writing", g.writing as u64),
@@ -86,6 +88,7 @@ impl Stats {
             ("max_conns", g.max_conns as u64),
             ("buffer_bytes", g.buffer_bytes as u64),
             ("max_buffer_bytes", g.max_buffer_bytes as u64),
+            ("buffers_held", g.buffers_held as u64),
             ("pid", u64::from(std::process::id())),
             ("channels", g.channels as u64),
             ("published", c.published),

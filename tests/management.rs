@@ -35,7 +35,12 @@ fn eof_within(s: &mut TcpStream, limit: Duration) -> Duration {
 #[test]
 fn full_server_evicts_the_least_recently_used_idle_client() {
     let server = Server::start(&["--max-conns", "20"]);
-    let mut clients: Vec<TcpStream> = (0..20).map(|_| idle_client(&server).0).collect();
+    let mut clients: Vec<TcpStream> = (0..19).map(|_| idle_client(&server).0).collect();
+    // Idle connections hold no buffers (gauges are taken at the start of
+    // the turn, before the status request itself is read).
+    let status = server.status();
+    assert_eq!((status["idle"], status["buffers_held"]), (19, 0), "{status:?}");
+    clients.push(idle_client(&server).0);
     // The 21st is served...
     let (_s, r) = idle_client(&server);
     assert_eq!(r.body, b"Hello, World!");
@@ -47,6 +52,26 @@ fn full_server_evicts_the_least_recently_used_idle_client() {
         let e = std::io::Read::read(c, &mut b).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::WouldBlock, "only the oldest is evicted");
     }
+}
+
+#[test]
+fn a_slow_request_head_is_evicted_before_an_idle_client() {
+    let server = Server::start(&["--max-conns", "3", "--header-timeout", "30"]);
+    let (mut idle, _) = idle_client(&server);
+    let mut slow = server.connect();
+    slow.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nX-Slow: ").unwrap();
+    // "Slow" means a head in progress for over a second.
+    server.wait_status("the head under way", |s| s["reading"] == 1);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_second_idle, _) = idle_client(&server);
+    // All three slots taken: the next newcomer evicts the slow head.
+    let (_newcomer, r) = idle_client(&server);
+    assert_eq!(r.status, 200);
+    eof_within(&mut slow, WAIT);
+    idle.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 1];
+    let e = std::io::Read::read(&mut idle, &mut b).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "the idle client keeps its connection");
 }
 
 #[test]
