@@ -137,7 +137,8 @@ impl Server {
     pub fn signal_and_wait(self, signal: i32) -> Option<i32> {
         self.signal(signal);
         self.wait_exit()
-    }}
+    }
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
