@@ -40,10 +40,6 @@ pub struct Bufs {
 }
 
 impl Bufs {
-    pub fn unconsumed(&self) -> &[u8] {
-        &self.input[self.start..]
-    }
-
     pub fn has_input(&self) -> bool {
         self.start < self.input.len()
     }
