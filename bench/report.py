@@ -240,38 +240,116 @@ def jain(xs):
 
 def fairness(args):
     raw = read_tsv(args.raw)
-    servers = [s for s in ORDER if any(r["server"] == s for r in raw)]
-    rows = []
+    servers = []
+    for r in raw:
+        if r["server"] not in servers:
+            servers.append(r["server"])
+
+    def phase(srv, ph):
+        return [r for r in raw if r["server"] == srv and r["phase"] == ph and num(r["ord_rps"])]
+
+    def paired(srv):
+        """(alone, greedy) rows of the same round."""
+        al = {r["round"]: r for r in phase(srv, "alone")}
+        return [(al[r["round"]], r) for r in phase(srv, "greedy") if r["round"] in al]
+
+    def p99_ratios(srv):
+        out = []
+        for a, g in paired(srv):
+            x = ratio(num(g["p99_ms"]), num(a["p99_ms"]))
+            if x is not None:
+                out.append(x)
+        return out
+
+    def share(rr):
+        out = []
+        for r in rr:
+            g, o = num(r["greedy_rps"]), num(r["ord_rps"])
+            if g is not None and o is not None and g + o > 0:
+                out.append(100 * g / (g + o))
+        return out
+
+    def total(rr):
+        return [num(r["ord_rps"]) + (num(r["greedy_rps"]) or 0) for r in rr]
+
+    def j3(x):
+        return f"{x:.3f}"
+
+    def pct(x):
+        return f"{x:.0f}"
+
+    def cpu(rr):
+        s, lo = med(values(rr, "cpu_server")), med(values(rr, "cpu_load"))
+        return "n/a" if s is None or lo is None else f"{s:.0f} / {lo:.0f}"
+
+    def notes(srv):
+        rr = [r for r in raw if r["server"] == srv]
+        out = []
+        oe = sum(values(rr, "ord_errors")) + sum(values(rr, "greedy_errors"))
+        if oe:
+            out.append(f"{oe:.0f} errors")
+        orc = med(values([r for r in rr if r["phase"] == "greedy"], "ord_reconnects"))
+        grc = med(values(rr, "greedy_reconnects"))
+        if orc:
+            out.append(f"ordinary reconnects {orc:.0f}/run")
+        if grc:
+            out.append(f"greedy reconnects {grc:.0f}/run")
+        failed = sorted({r.get("note", "") for r in rr if r.get("note")})
+        return "; ".join(out + failed)
+
+    lat, thr = [], []
     for srv in servers:
-        alone = [r for r in raw if r["server"] == srv and r["phase"] == "alone" and num(r["ord_rps"])]
-        greedy = [r for r in raw if r["server"] == srv and r["phase"] == "greedy" and num(r["ord_rps"])]
+        alone, greedy = phase(srv, "alone"), phase(srv, "greedy")
         if not alone and not greedy:
-            why = "; ".join(sorted({r.get("note", "") for r in raw if r["server"] == srv and r.get("note")}))
-            rows.append([srv] + ["n/a"] * 9 + [why or "no result"])
+            lat.append([srv] + ["n/a"] * 6)
+            thr.append([srv] + ["n/a"] * 10 + [notes(srv) or "no result"])
             continue
-
-        def share(rr):
-            out = []
-            for r in rr:
-                g, o = num(r["greedy_rps"]), num(r["ord_rps"])
-                if g is not None and o is not None and g + o > 0:
-                    out.append(100 * g / (g + o))
-            return out
-
-        rows.append([
+        lat.append([
             srv,
-            f_ms(med(values(alone, "p50_ms"))), spread(values(alone, "p99_ms"), f_ms),
-            f_ms(med(values(greedy, "p50_ms"))), spread(values(greedy, "p99_ms"), f_ms),
-            f_rate(med(values(alone, "ord_rps"))), f_rate(med(values(greedy, "ord_rps"))),
-            spread(values(alone, "jain"), lambda x: f"{x:.3f}"),
-            spread(values(greedy, "jain"), lambda x: f"{x:.3f}"),
-            f_rate(med(values(greedy, "greedy_rps"))) + f" ({f_num(med(share(greedy)), 0)}%)",
-            "",
+            spread(values(alone, "p50_ms"), f_ms), spread(values(greedy, "p50_ms"), f_ms),
+            spread(values(alone, "p99_ms"), f_ms), spread(values(greedy, "p99_ms"), f_ms),
+            "**" + spread(p99_ratios(srv), f_ratio) + "**" if p99_ratios(srv) else "n/a",
+            spread(values(greedy, "p999_ms"), f_ms),
         ])
-    print(table(["Server", "p50 ms alone", "p99 ms alone", "p50 ms with greedy", "p99 ms with greedy",
-                 "ordinary req/s alone", "ordinary req/s with greedy", "Jain alone", "Jain with greedy",
-                 "greedy req/s (share)", "notes"], rows))
+        thr.append([
+            srv,
+            f_rate(med(values(alone, "ord_rps"))), f_rate(med(values(greedy, "ord_rps"))),
+            f_rate(med(values(greedy, "greedy_rps"))), spread(share(greedy), pct) + "%",
+            f_rate(med(total(alone))) + " / " + f_rate(med(total(greedy))),
+            spread(values(alone, "jain"), j3), spread(values(greedy, "jain"), j3),
+            spread(values(greedy, "jain_all"), j3),
+            cpu(alone), cpu(greedy),
+            notes(srv),
+        ])
+    print("Ordinary clients' latency (ms):")
+    print()
+    print(table(["Server", "p50 alone", "p50 with greedy", "p99 alone", "p99 with greedy",
+                 "p99 ratio with/alone", "p99.9 with greedy"], lat))
+    print()
+    print("Throughput, shares and fairness:")
+    print()
+    print(table(["Server", "ordinary req/s alone", "ordinary req/s with greedy", "greedy req/s",
+                 "greedy share of responses", "all req/s alone / with greedy", "Jain ordinary alone",
+                 "Jain ordinary with greedy", "Jain incl. greedy conns", "CPU busy % server / load, alone",
+                 "CPU busy % with greedy", "notes"], thr))
 
+    # The question the benchmark answers: does linger's ordinary-client p99
+    # degrade less than each peer's?
+    subject = "linger"
+    peers = [s for s in ("nginx", "lighttpd") if s in servers]
+    mine = {a["round"]: ratio(num(g["p99_ms"]), num(a["p99_ms"])) for a, g in paired(subject)}
+    if mine and peers:
+        print()
+        parts = []
+        for peer in peers:
+            theirs = {a["round"]: ratio(num(g["p99_ms"]), num(a["p99_ms"])) for a, g in paired(peer)}
+            rounds = [k for k in mine if k in theirs and mine[k] is not None and theirs[k] is not None]
+            wins = sum(1 for k in rounds if mine[k] < theirs[k])
+            m, t = med(p99_ratios(subject)), med(p99_ratios(peer))
+            verdict = "less" if m is not None and t is not None and m < t else "not less"
+            parts.append(f"vs {peer}: median p99 ratio {f_ratio(m)} vs {f_ratio(t)} ({verdict}); "
+                         f"linger's ratio was lower in {wins} of {len(rounds)} rounds")
+        print(f"{subject}'s ordinary-client p99 degradation " + "; ".join(parts) + ".")
 
 # ------------------------------------------------------------------ idle
 
