@@ -75,7 +75,9 @@ impl BufPool {
     pub fn take(&mut self) -> Box<Bufs> {
         self.out += 1;
         self.free.pop().unwrap_or_else(|| {
-            Box::new(Bufs { input: Vec::with_capacity(self.input_capacity), start: 0, out: Output::default() })
+            // Input is reserved on the first read: a subscriber that is only
+            // written to never needs an input buffer.
+            Box::new(Bufs { input: Vec::new(), start: 0, out: Output::default() })
         })
     }
 
@@ -92,6 +94,11 @@ impl BufPool {
 
     pub fn memory(&self) -> usize {
         self.free.iter().map(|b| b.memory()).sum()
+    }
+
+    /// The input buffer size connections read into.
+    pub fn input_capacity(&self) -> usize {
+        self.input_capacity
     }
 }
 
@@ -265,9 +272,12 @@ impl Conn {
 
 impl Open {
     /// Read what is available into the input buffer, up to its capacity.
-    pub fn read_input(&mut self) -> ReadOutcome {
+    pub fn read_input(&mut self, input_capacity: usize) -> ReadOutcome {
         let Some(bufs) = self.bufs.as_mut() else { return ReadOutcome::Progress };
         let input = &mut bufs.input;
+        if input.capacity() == 0 {
+            input.reserve_exact(input_capacity);
+        }
         if bufs.start == input.len() {
             input.clear();
             bufs.start = 0;

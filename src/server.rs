@@ -539,7 +539,7 @@ impl Server {
                     if o.bufs.is_none() {
                         o.bufs = Some(self.pool.take());
                     }
-                    if o.read_input() == ReadOutcome::Full {
+                    if o.read_input(self.pool.input_capacity()) == ReadOutcome::Full {
                         self.stats.counters.backpressure_stalls += 1;
                     }
                 }

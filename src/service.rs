@@ -180,6 +180,14 @@ impl Service {
             Ok(Parsed::Head(head)) => {
                 let len = head.len;
                 let step = self.answer(proto, &head, out, ctx);
+                if matches!(proto.reading, Reading::Collect(_)) {
+                    // A publish whose body is already here completes in this
+                    // same step: one scheduler pass per request, as for any
+                    // other (a fan-out must not fall behind its publisher).
+                    let (n, body_step) = self.serve_one(proto, &input[pos + len..], out, ctx);
+                    let step = if body_step == Step::NeedInput { step } else { body_step };
+                    return (pos + len + n, step);
+                }
                 (pos + len, step)
             }
             Ok(Parsed::Http2Preface) => {
