@@ -201,11 +201,23 @@ build_ceiling() {
 
 # ---------------------------------------------------------------- configs
 
+# One nginx config for every script. Callers may set, before calling:
+#   NGINX_TUNING        http-level directives after tcp_nodelay
+#                       (default: open_file_cache on, 1M keep-alive requests)
+#   NGINX_BACKLOG       listen backlog (default 4096)
+#   NGINX_SERVER_EXTRA  extra directives inside the server block
 write_nginx_conf() {
   local dir=$WORK/nginx
   mkdir -p "$dir/tmp"
   local user_line=""
   [[ $EUID -eq 0 ]] && user_line="user root;"
+  local tuning=${NGINX_TUNING:-"    open_file_cache max=1000 inactive=60s;
+    open_file_cache_valid 60s;
+    open_file_cache_errors on;
+    keepalive_requests 1000000;
+    keepalive_timeout 65;"}
+  local server_extra=${NGINX_SERVER_EXTRA:-}
+  [[ -n $server_extra ]] && server_extra=$'\n'$server_extra
   cat >"$dir/nginx.conf" <<EOF
 $user_line
 worker_processes 1;
@@ -226,20 +238,16 @@ http {
     access_log off;
     sendfile on;
     tcp_nodelay on;
-    open_file_cache max=1000 inactive=60s;
-    open_file_cache_valid 60s;
-    open_file_cache_errors on;
-    keepalive_requests 1000000;
-    keepalive_timeout 65;
+$tuning
     client_body_temp_path $dir/tmp/body;
     proxy_temp_path $dir/tmp/proxy;
     fastcgi_temp_path $dir/tmp/fastcgi;
     uwsgi_temp_path $dir/tmp/uwsgi;
     scgi_temp_path $dir/tmp/scgi;
     server {
-        listen 127.0.0.1:${PORT[nginx]} backlog=4096;
+        listen 127.0.0.1:${PORT[nginx]} backlog=${NGINX_BACKLOG:-4096};
         server_name localhost;
-        root $DOCROOT;
+        root $DOCROOT;$server_extra
     }
 }
 EOF

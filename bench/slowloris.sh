@@ -92,50 +92,19 @@ build_linger
 LINGER_EXTRA=()
 
 write_nginx_slow_conf() {
-  local dir=$WORK/nginx
-  mkdir -p "$dir/tmp" "$dir/upload"
-  local user_line=""
-  [[ $EUID -eq 0 ]] && user_line="user root;"
-  cat >"$dir/nginx.conf" <<EOF
-$user_line
-worker_processes 1;
-worker_rlimit_nofile $NOFILE;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events {
-    worker_connections $((NOFILE - 64));
-    use epoll;
-}
-http {
-    types {
-        text/plain txt;
-        application/octet-stream bin;
-    }
-    default_type application/octet-stream;
-    access_log off;
-    sendfile on;
-    tcp_nodelay on;
-    # The same rules as linger's defaults.
+  mkdir -p "$WORK/nginx/upload"
+  NGINX_BACKLOG=1024
+  NGINX_TUNING="    # The same rules as linger's defaults.
     client_header_timeout 10s;      # --header-timeout 10
     client_body_timeout 10s;        # (linger: the header timeout covers the body too)
     send_timeout 60s;               # --send-timeout 60
     keepalive_timeout 60s;          # --idle-timeout 60
     keepalive_requests 1000;        # --max-requests 1000
     lingering_timeout 5s;           # --linger-timeout 5
-    client_max_body_size 64k;       # a published message is at most 64 KiB
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    server {
-        listen 127.0.0.1:${PORT[nginx]} backlog=1024;
-        server_name localhost;
-        root $DOCROOT;
-        # An endpoint that reads request bodies, like linger's /pub/.
+    client_max_body_size 64k;       # a published message is at most 64 KiB"
+  NGINX_SERVER_EXTRA="        # An endpoint that reads request bodies, like linger's /pub/.
         location /upload/ {
-            root $dir;
+            root $WORK/nginx;
             dav_methods PUT;
             create_full_put_path on;
         }
@@ -143,10 +112,8 @@ http {
             stub_status;
             allow 127.0.0.1;
             deny all;
-        }
-    }
-}
-EOF
+        }"
+  write_nginx_conf
 }
 
 write_nginx_slow_conf
