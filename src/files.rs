@@ -6,7 +6,7 @@
 //! Without a root, the built-in demo site (compiled into the binary) is
 //! served from the same cache, never revalidated.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -67,7 +67,7 @@ pub struct Entry {
     /// Canonical path on disk; `None` for built-in files.
     fs_path: Option<PathBuf>,
     /// Unix second of the last `stat`.
-    checked: u64,
+    checked: Cell<u64>,
     ino: u64,
     mtime_ns: i128,
     size: u64,
@@ -133,12 +133,12 @@ impl Files {
     /// Find the file for a request path (raw, still percent-encoded).
     pub fn lookup(&mut self, raw: &str, now_secs: u64) -> Result<Rc<Entry>, Miss> {
         if let Some(entry) = self.cache.get(raw) {
-            if entry.fs_path.is_none() || entry.checked == now_secs {
+            if entry.fs_path.is_none() || entry.checked.get() == now_secs || entry.unchanged_on_disk(now_secs) {
                 return Ok(entry.clone());
             }
-            let entry = entry.clone();
-            if let Some(fresh) = self.revalidate(raw, &entry, now_secs) {
-                return Ok(fresh);
+            // Changed or gone: forget it and load afresh.
+            if let Some(stale) = self.cache.remove(raw) {
+                self.cached_bytes -= stale.mem_len();
             }
         }
         let Some(root) = &self.root else {
@@ -150,40 +150,6 @@ impl Files {
         let entry = Rc::new(load(root, &path, is_dir_request, raw, now_secs)?);
         self.insert(raw, entry.clone());
         Ok(entry)
-    }
-
-    /// `stat` the file again (at most once a second): unchanged entries are
-    /// stamped fresh; changed or vanished ones are dropped and reloaded.
-    fn revalidate(&mut self, raw: &str, entry: &Rc<Entry>, now_secs: u64) -> Option<Rc<Entry>> {
-        let path = entry.fs_path.as_ref()?;
-        let same = fs::metadata(path).is_ok_and(|m| {
-            m.ino() == entry.ino && m.len() == entry.size && mtime_ns(&m) == entry.mtime_ns && m.is_file()
-        });
-        let removed = self.cache.remove(raw)?;
-        self.cached_bytes -= removed.mem_len();
-        if !same {
-            return None;
-        }
-        // Unchanged: rebuild the record with a fresh stamp, sharing the body.
-        let fresh = Rc::new(Entry {
-            fs_path: entry.fs_path.clone(),
-            checked: now_secs,
-            ino: entry.ino,
-            mtime_ns: entry.mtime_ns,
-            size: entry.size,
-            mtime_secs: entry.mtime_secs,
-            etag: entry.etag.clone(),
-            last_modified: entry.last_modified,
-            fields: entry.fields.clone(),
-            full_length: entry.full_length.clone(),
-            rendered: RefCell::default(),
-            body: match &entry.body {
-                Body::Mem(b) => Body::Mem(b.clone()),
-                Body::File(f) => Body::File(f.clone()),
-            },
-        });
-        self.insert(raw, fresh.clone());
-        Some(fresh)
     }
 
     fn insert(&mut self, raw: &str, entry: Rc<Entry>) {
@@ -279,7 +245,7 @@ impl Entry {
         reply::content_length(&mut full_length, size);
         Entry {
             fs_path,
-            checked,
+            checked: Cell::new(checked),
             ino,
             mtime_ns,
             size,
@@ -291,6 +257,18 @@ impl Entry {
             rendered: RefCell::default(),
             body,
         }
+    }
+
+    /// `stat` the file again (at most once a second per file): if it is
+    /// unchanged, stamp the entry fresh in place and keep serving it.
+    fn unchanged_on_disk(&self, now_secs: u64) -> bool {
+        let Some(path) = &self.fs_path else { return true };
+        let same = fs::metadata(path)
+            .is_ok_and(|m| m.ino() == self.ino && m.len() == self.size && mtime_ns(&m) == self.mtime_ns && m.is_file());
+        if same {
+            self.checked.set(now_secs);
+        }
+        same
     }
 
     fn mem_len(&self) -> usize {

@@ -317,3 +317,30 @@ fn a_request_split_across_many_writes_is_served() {
     s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     assert!(s.read(&mut one).is_err(), "nothing more, connection still open");
 }
+
+#[test]
+fn cached_files_follow_changes_on_disk_within_a_second() {
+    let dir = TempDir::new("revalidate");
+    dir.write("f.txt", b"first version");
+    let server = Server::start(&["--root", dir.arg()]);
+    assert_eq!(server.get("/f.txt").text(), "first version");
+    dir.write("f.txt", b"second, longer version");
+    // The cache stats a file at most once a second: poll, bounded.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = server.get("/f.txt");
+        if r.text() == "second, longer version" {
+            assert_eq!(r.header("content-length"), Some("22"));
+            break;
+        }
+        assert_eq!(r.text(), "first version", "old or new, never a mix");
+        assert!(Instant::now() < deadline, "change never seen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::remove_file(dir.path().join("f.txt")).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while server.get("/f.txt").status != 404 {
+        assert!(Instant::now() < deadline, "removal never seen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
