@@ -11,6 +11,8 @@
 #   yardstick +4)  SERVER_CPU (0)  LOAD_CPU (1)  LINGER_BUILD (1; 0 skips
 #   cargo build)  LINGER_BIN  LINGER_ARGS (extra flags for linger)
 #   YARDSTICK (path to ceiling.c)  KEEP_WORK (keep the temp dir)
+#   WIDE_PORT_RANGE ("20000 65535": the load side's ephemeral port range
+#   for the run, see lib.sh; 0 leaves it alone)
 #   PERF (1; 0 skips the syscall count, whose tracepoint costs every
 #   syscall a little, for throughput-only runs)
 #
@@ -50,6 +52,7 @@ SCENARIOS=(
 
 ensure_tools
 raise_nofile
+widen_port_range
 make_docroot
 build_linger
 build_ceiling
@@ -218,6 +221,7 @@ done
   echo "- Syscalls/request: perf stat -e raw_syscalls:sys_enter on the server tree over the run ÷ responses completed$([[ $PERF_OK == 1 ]] || echo ' (perf unavailable or PERF=0: n/a)'). perf runs during the measured run, so its tracepoint overhead is included in every server's req/s and CPU figures alike"
   echo "- RSS: VmRSS of the server tree at the end of the run; idle memory: (RSS with $IDLE_CONNS idle keep-alive connections, each after one request − RSS before) ÷ connections, on a freshly started server"
   echo "- The yardstick (ceiling.c) answers every request with a canned 13-byte response, so it only runs the 13-byte and pipelining scenarios"
+  echo "- Load generator: $PORT_RANGE_NOTE. linger lets a client that sent Connection: close close first, so TIME_WAIT lands on the client; with the default range that caps one client host near 14k new connections/s (see bench/client_limits.sh)"
   echo "- Keep-alive limits: nginx keepalive_requests 1000000; linger --max-requests 1000000 (if this build has the flag); lighttpd 65535 requests per connection (its maximum), after which wrk reconnects"
   echo "- wrk records latency once per pipelined batch, and its histogram sometimes returns 0 for high percentiles of very fast batches; such p99 values are shown as n/a"
   echo
@@ -234,11 +238,7 @@ done
   python3 "$BENCH_DIR/report.py" compare --raw "$RAW" --scenarios "$SCEN_FILE" \
     --chart-json "$WORK/chart.json" --svg-name "$(basename "$OUT_SVG")"
   echo
-  echo "## Commands"
-  echo
-  echo '```'
-  cat "$COMMANDS_LOG"
-  echo '```'
+  commands_section
   echo
   echo "<details><summary>nginx.conf</summary>"
   echo

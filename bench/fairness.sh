@@ -229,11 +229,7 @@ END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
   echo
   python3 "$BENCH_DIR/report.py" fairness --raw "$RAW"
   echo
-  echo "## Commands"
-  echo
-  echo '```'
-  cat "$COMMANDS_LOG"
-  echo '```'
+  commands_section
   echo
   echo "<details><summary>Raw per-run figures (counts = responses per ordinary client, gcounts = per greedy connection)</summary>"
   echo

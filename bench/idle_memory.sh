@@ -91,11 +91,7 @@ T_END=$(date +%s)
   echo
   python3 "$BENCH_DIR/report.py" idle --raw "$RAW"
   echo
-  echo "## Commands"
-  echo
-  echo '```'
-  cat "$COMMANDS_LOG"
-  echo '```'
+  commands_section
   echo
   echo "<details><summary>Server configs</summary>"
   echo

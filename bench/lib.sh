@@ -48,8 +48,18 @@ record_cmd() {
   grep -qxF -- "$line" "$COMMANDS_LOG" 2>/dev/null || printf '%s\n' "$line" >>"$COMMANDS_LOG"
 }
 
+# The report's "Commands" section: every command line recorded, once.
+commands_section() {
+  echo "## Commands"
+  echo
+  echo '```'
+  cat "$COMMANDS_LOG"
+  echo '```'
+}
+
 bench_cleanup() {
   local name
+  restore_port_range
   if [[ -n ${PERF_PID:-} ]]; then
     kill -INT "$PERF_PID" 2>/dev/null || true
     wait "$PERF_PID" 2>/dev/null || true
@@ -113,6 +123,43 @@ raise_nofile() {
   fi
   NOFILE=$(ulimit -n)
   ((NOFILE >= 10240)) || warn "open-file limit is only $NOFILE; 10 000-connection runs will fail"
+}
+
+# The load generator's ephemeral port range.  A server that lets the client
+# close first (linger, when the client asked for Connection: close) leaves
+# TIME_WAIT on the client, and connect() may reuse a TIME_WAIT port only
+# once the second has turned (tcp_tw_reuse, tcp_twsk_unique), so one client
+# host reaches at most (ports in range / 2) new connections per second to
+# one server port: 14 116/s with Debian's default 32768-60999, with a
+# tail of slow connects as the range runs out.  Load generators are tuned
+# for this (many client hosts never meet it); widen_port_range does that for
+# the run, for every server alike, and restore_port_range puts it back.
+# bench/client_limits.sh measures both ranges.  The wide range starts above
+# the benchmark's own server ports: a client port taken from among them
+# would keep a server from binding when it restarts.
+WIDE_PORT_RANGE=${WIDE_PORT_RANGE:-"20000 65535"}
+widen_port_range() {
+  PORT_RANGE_NOTE="net.ipv4.ip_local_port_range left at $(sysctl -n net.ipv4.ip_local_port_range 2>/dev/null | tr '\t' '-')"
+  [[ ${WIDE_PORT_RANGE} != 0 ]] || return 0
+  if ((BASE_PORT + 20 >= ${WIDE_PORT_RANGE%% *})); then
+    warn "BASE_PORT $BASE_PORT is inside WIDE_PORT_RANGE $WIDE_PORT_RANGE; leaving the port range alone"
+    return 0
+  fi
+  local now
+  now=$(sysctl -n net.ipv4.ip_local_port_range 2>/dev/null) || return 0
+  if sysctl -q -w net.ipv4.ip_local_port_range="$WIDE_PORT_RANGE" 2>/dev/null; then
+    SAVED_PORT_RANGE=$now
+    PORT_RANGE_NOTE="net.ipv4.ip_local_port_range widened from ${now//$'\t'/-} to ${WIDE_PORT_RANGE// /-} for the run (restored at exit)"
+  else
+    warn "cannot widen net.ipv4.ip_local_port_range (not root?); connection-per-request figures for linger will be capped near 14k/s by the client's port reuse"
+  fi
+  log "$PORT_RANGE_NOTE"
+}
+restore_port_range() {
+  if [[ -n ${SAVED_PORT_RANGE:-} ]]; then
+    sysctl -q -w net.ipv4.ip_local_port_range="$SAVED_PORT_RANGE" 2>/dev/null || true
+    SAVED_PORT_RANGE=""
+  fi
 }
 
 machine_info() {
