@@ -24,12 +24,7 @@ set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ -n ${QUICK:-} && ${QUICK:-0} != 0 ]]; then
-  ROUNDS=${ROUNDS:-1}
-  DURATION=${DURATION:-2}
-fi
-ROUNDS=${ROUNDS:-3}
-DURATION=$(seconds_of "${DURATION:-5}")
+set_rounds
 IDLE_CONNS=${IDLE_CONNS:-10000}
 PIPE_DEPTH=${PIPE_DEPTH:-16}
 SERVERS=(linger nginx lighttpd yardstick)

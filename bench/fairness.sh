@@ -45,12 +45,7 @@ set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ -n ${QUICK:-} && ${QUICK:-0} != 0 ]]; then
-  ROUNDS=${ROUNDS:-1}
-  DURATION=${DURATION:-2}
-fi
-ROUNDS=${ROUNDS:-3}
-DURATION=$(seconds_of "${DURATION:-5}")
+set_rounds
 WARMUP=$(seconds_of "${WARMUP:-1}")
 ORDINARY=${ORDINARY:-50}
 GREEDY_CONNS=${GREEDY_CONNS:-4}

@@ -19,10 +19,7 @@ set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ -n ${QUICK:-} && ${QUICK:-0} != 0 ]]; then
-  ROUNDS=${ROUNDS:-1}
-fi
-ROUNDS=${ROUNDS:-3}
+set_rounds
 IDLE_CONNS=${IDLE_CONNS:-10000}
 SERVERS=(linger nginx lighttpd)
 

@@ -513,6 +513,17 @@ parse_wrk_result() {
   done
 }
 
+# ROUNDS (3) and DURATION (5, whole seconds per run) from the environment;
+# QUICK=1 makes them 1 round x 2 s unless they are given.
+set_rounds() {
+  if [[ ${QUICK:-0} != 0 ]]; then
+    ROUNDS=${ROUNDS:-1}
+    DURATION=${DURATION:-2}
+  fi
+  ROUNDS=${ROUNDS:-3}
+  DURATION=$(seconds_of "${DURATION:-5}")
+}
+
 # Pretty "N s" duration handling: DURATION may be "5" or "5s".
 seconds_of() {
   local d=${1%s}
