@@ -15,6 +15,9 @@
 #   for the run, see lib.sh; 0 leaves it alone)
 #   PERF (1; 0 skips the syscall count, whose tracepoint costs every
 #   syscall a little, for throughput-only runs)
+#   ONLY (scenario ids, comma-separated, e.g. "hello-c10,hello-c1000": a
+#   focused run while working on one figure)  ONLY_SERVERS (likewise,
+#   e.g. "linger,yardstick")
 #
 # Servers are pinned to CPU $SERVER_CPU, load generators to CPU $LOAD_CPU, and
 # runs are interleaved server by server within each round (A B C D A B C D).
@@ -28,6 +31,9 @@ set_rounds
 IDLE_CONNS=${IDLE_CONNS:-10000}
 PIPE_DEPTH=${PIPE_DEPTH:-16}
 SERVERS=(linger nginx lighttpd yardstick)
+if [[ -n ${ONLY_SERVERS:-} ]]; then
+  IFS=, read -r -a SERVERS <<<"$ONLY_SERVERS"
+fi
 
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
@@ -44,6 +50,14 @@ SCENARIOS=(
   "close-c50|new connection per request, 50 connections (req/s = conn/s)|wrk-close|50|/hello.txt|0|new conn per request"
   "idle-10k|$IDLE_CONNS idle keep-alive connections|idle|$IDLE_CONNS|/hello.txt|0|$IDLE_CONNS idle conns"
 )
+if [[ -n ${ONLY:-} ]]; then
+  chosen=()
+  for spec in "${SCENARIOS[@]}"; do
+    [[ ,$ONLY, == *,"${spec%%|*}",* ]] && chosen+=("$spec")
+  done
+  ((${#chosen[@]})) || die "ONLY=$ONLY matches no scenario"
+  SCENARIOS=("${chosen[@]}")
+fi
 
 ensure_tools
 raise_nofile

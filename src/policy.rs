@@ -27,9 +27,10 @@ pub const CLIENT_FIRST_GRACE_MS: u64 = 1000;
 /// A request head in progress this long is "slow" and evicted before any
 /// idle connection when slots run out.
 pub const SLOW_HEAD_MS: u64 = 1000;
-/// Free buffer sets kept for reuse. Bounded so a burst's buffers are given
-/// back to the allocator instead of staying resident.
-pub const POOL_MAX_FREE: usize = 64;
+/// Free buffer sets always kept for reuse; beyond these the pool keeps what
+/// the last second's peak needed (`BufPool`), so a burst's buffers are
+/// given back to the allocator instead of staying resident.
+pub const POOL_MIN_FREE: usize = 64;
 /// A subscriber whose unsent output passes this is too slow: it is closed
 /// gracefully (it can resume from history with `Last-Event-ID`) rather
 /// than let its queue grow without bound.

@@ -50,6 +50,8 @@ const EVENTS: usize = 1024;
 /// Descriptors kept back from connections: listener, poll, log, reserve,
 /// files being served.
 const SPARE_FDS: u64 = 64;
+/// Longest sleep while the buffer pool holds sets a trim could give back.
+const POOL_TRIM_WAKE: Duration = Duration::from_millis(1000);
 
 pub struct Server {
     poll: Poll,
@@ -155,7 +157,7 @@ impl Server {
             batch: Vec::new(),
             sched: Scheduler::default(),
             lists: Lists::default(),
-            pool: BufPool::new(input_capacity, policy::POOL_MAX_FREE),
+            pool: BufPool::new(input_capacity, policy::POOL_MIN_FREE),
             bufs_nominal: input_capacity + OUT_HIGH_WATER as usize,
             service: Service::new(files, limits, log, PubSub::new(cfg.channel_history), cfg.publish_token.clone()),
             gc_secs: 0,
@@ -201,6 +203,11 @@ impl Server {
     pub fn turn(&mut self) -> io::Result<()> {
         let mut timeout =
             if self.runq.is_empty() && !self.accept_ready { self.next_deadline() } else { Some(Duration::ZERO) };
+        if self.pool.wants_trim() {
+            // Wake for the once-a-second trim, or an idle server would keep
+            // a burst's buffers until the next event.
+            timeout = Some(timeout.map_or(POOL_TRIM_WAKE, |t| t.min(POOL_TRIM_WAKE)));
+        }
         if let Some(deadline) = self.draining {
             let left = Duration::from_millis(deadline.saturating_sub(self.started.elapsed().as_millis() as u64) + 1);
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
@@ -260,6 +267,7 @@ impl Server {
         if self.date.unix_secs() != self.gc_secs {
             // Once a second: drop channels nobody uses any more.
             self.gc_secs = self.date.unix_secs();
+            self.pool.trim();
             self.service.pubsub.collect_idle(self.now);
         }
     }

@@ -30,6 +30,10 @@ pub struct Output {
 }
 
 impl Output {
+    pub fn with_capacity(bytes: usize) -> Output {
+        Output { segs: VecDeque::new(), spare: Vec::with_capacity(bytes) }
+    }
+
     /// The byte buffer at the tail, where the next response bytes go.
     pub fn bytes(&mut self) -> &mut Vec<u8> {
         if !matches!(self.segs.back(), Some(Seg::Mem { .. })) {
