@@ -160,24 +160,72 @@ pub fn persist(out: &mut Vec<u8>, p: Persist) {
         Persist::Close => out.extend_from_slice(b"Connection: close\r\n"),
         Persist::KeepAlive { timeout_secs, max, http10 } => {
             // Assembled on the stack and appended with one copy: this runs
-            // once per response.
-            let mut line = [0u8; 96];
+            // once per response, and in a pipeline it showed at 4% of the
+            // profile when built from slices of variable length (one
+            // `memcpy` call each). Constants are copied at fixed lengths and
+            // digits written in place.
+            const CONN: &[u8] = b"Connection: keep-alive\r\n";
+            const TIMEOUT: &[u8] = b"Keep-Alive: timeout=";
+            const MAX: &[u8] = b", max=";
+            let mut line = [0u8; CONN.len() + TIMEOUT.len() + 20 + MAX.len() + 10 + 2];
             let mut n = 0;
-            let mut put = |bytes: &[u8]| {
-                line[n..n + bytes.len()].copy_from_slice(bytes);
-                n += bytes.len();
-            };
             if http10 {
-                put(b"Connection: keep-alive\r\n");
+                line[..CONN.len()].copy_from_slice(CONN);
+                n = CONN.len();
             }
-            put(b"Keep-Alive: timeout=");
-            put(&decimal(timeout_secs));
-            put(b", max=");
-            put(&decimal(u64::from(max)));
-            put(b"\r\n");
-            out.extend_from_slice(&line[..n]);
+            line[n..n + TIMEOUT.len()].copy_from_slice(TIMEOUT);
+            n = write_decimal(&mut line, n + TIMEOUT.len(), timeout_secs);
+            line[n..n + MAX.len()].copy_from_slice(MAX);
+            n = write_decimal(&mut line, n + MAX.len(), u64::from(max));
+            line[n..n + 2].copy_from_slice(b"\r\n");
+            out.extend_from_slice(&line[..n + 2]);
         }
     }
+}
+
+/// Write `n` in decimal into `buf` at `at`; returns the end. `buf` must
+/// have room for the digits (at most 20). The length comes from compares
+/// and the digits two at a time from a table: a division chain per digit
+/// was most of `persist`'s time.
+#[inline]
+fn write_decimal(buf: &mut [u8], at: usize, mut n: u64) -> usize {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let digits = {
+        let mut d = 1;
+        let mut bound = 10u64;
+        while d < 20 && n >= bound {
+            d += 1;
+            bound = bound.saturating_mul(10);
+        }
+        d
+    };
+    let mut end = at + digits;
+    let result = end;
+    while n > u64::from(u32::MAX) {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        buf[end - 2..end].copy_from_slice(&PAIRS[pair..pair + 2]);
+        end -= 2;
+    }
+    // The usual values fit 32 bits, whose division is cheaper.
+    let mut n = n as u32;
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        buf[end - 2..end].copy_from_slice(&PAIRS[pair..pair + 2]);
+        end -= 2;
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        buf[end - 2..end].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        buf[end - 1] = b'0' + n as u8;
+    }
+    result
 }
 
 /// End the head.
@@ -279,6 +327,17 @@ mod tests {
         let mut out = Vec::new();
         persist(&mut out, Persist::KeepAlive { timeout_secs: 7, max: 99, http10: true });
         assert_eq!(out, b"Connection: keep-alive\r\nKeep-Alive: timeout=7, max=99\r\n");
+        out.clear();
+        persist(&mut out, Persist::KeepAlive { timeout_secs: 0, max: 0, http10: false });
+        assert_eq!(out, b"Keep-Alive: timeout=0, max=0\r\n");
+        out.clear();
+        persist(&mut out, Persist::KeepAlive { timeout_secs: u64::MAX, max: u32::MAX, http10: true });
+        assert_eq!(out, b"Connection: keep-alive\r\nKeep-Alive: timeout=18446744073709551615, max=4294967295\r\n");
+        for n in [1u64, 9, 10, 99, 100, 101, 999, 1000, 65535, 999_999, 1_000_000, 10u64.pow(19) - 1, 10u64.pow(19)] {
+            let mut buf = [0u8; 24];
+            let end = write_decimal(&mut buf, 2, n);
+            assert_eq!(&buf[2..end], n.to_string().as_bytes());
+        }
     }
 
     #[test]
