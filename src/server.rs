@@ -324,7 +324,7 @@ impl Server {
                 continue;
             };
             if event.is_readable() || event.is_read_closed() || event.is_error() {
-                conn.mark_readable();
+                conn.mark_readable(event.is_read_closed() || event.is_error());
             }
             if event.is_writable() || event.is_write_closed() {
                 conn.mark_writable();

@@ -115,6 +115,26 @@ fn half_closed_client_gets_all_its_responses() {
     assert!(rest.is_empty() && end.is_ok(), "then the server closes: {end:?}");
 }
 
+/// A kept-alive client sends its last request and its FIN back to back:
+/// both are often queued before the server reads, so the readiness event
+/// announces them together and no later edge will. The server must read on
+/// to the EOF after the request instead of waiting for an edge that never
+/// comes (which left such connections open until the idle timeout).
+#[test]
+fn request_and_fin_sent_together_are_both_seen() {
+    let server = Server::start(&["--idle-timeout", "60"]);
+    for _ in 0..20 {
+        let mut s = idle_client(&server);
+        s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut rd = Reader::new();
+        assert_eq!(rd.response(&mut s, false).unwrap().status, 200);
+        let (rest, end) = rd.until_eof(&mut s);
+        assert!(rest.is_empty() && end.is_ok(), "closed at the client's FIN, not the idle timeout: {end:?}");
+    }
+}
+
 /// After the server closed an idle connection: the client reads EOF, and
 /// a request it sends right after meets EOF or nothing, never a reset.
 fn assert_closed_gracefully(mut s: TcpStream) {
