@@ -72,7 +72,7 @@ DATE=$(date +%F)
 OUT_MD=$RESULTS_DIR/$DATE-compare.md
 OUT_SVG=$RESULTS_DIR/$DATE-compare.svg
 RAW=$WORK/raw.tsv
-printf 'scenario\tserver\tround\trps\tp50_ms\tp99_ms\tcpu_us_req\tsys_req\trss_kb\terrors\tbytes_per_conn\tnote\n' >"$RAW"
+printf 'scenario\tserver\tround\trps\tp50_ms\tp99_ms\tcpu_us_req\tsys_req\trss_kb\terrors\tbytes_per_conn\tnote\tload_busy\n' >"$RAW"
 START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 STAT0=$(cpu_stat)
 T_START=$(date +%s)
@@ -88,7 +88,7 @@ for s in "${SERVERS[@]}"; do
 done
 
 na_row() { # scenario server round note
-  printf '%s\t%s\t%s\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\t%s\n' "$1" "$2" "$3" "$4" >>"$RAW"
+  printf '%s\t%s\t%s\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\t%s\tNA\n' "$1" "$2" "$3" "$4" >>"$RAW"
 }
 
 run_load() { # server scenario-spec round
@@ -109,13 +109,15 @@ run_load() { # server scenario-spec round
   shown=$(printf '%q ' taskset -c "$LOAD_CPU" "${cmd[@]}")
   record_cmd "${shown% }"
 
-  local t0 t1 sys rss
+  local t0 t1 sys rss core0 core1
   t0=$(cpu_ticks "$pid")
+  core0=$(core_stat "$LOAD_CPU")
   perf_start "$pid"
   taskset -c "$LOAD_CPU" "${cmd[@]}" >"$out" 2>&1 || true
   perf_stop
   sys=$PERF_COUNT
   t1=$(cpu_ticks "$pid")
+  core1=$(core_stat "$LOAD_CPU")
   rss=$(rss_kb "$pid")
 
   local reqs dur_s p50 p99 errs
@@ -146,10 +148,10 @@ run_load() { # server scenario-spec round
   fi
   awk -v id="$id" -v srv="$server" -v r="$round" -v reqs="$reqs" -v dur="$dur_s" \
     -v p50="$p50" -v p99="$p99" -v dt=$((t1 - t0)) -v hz="$CLK_TCK" -v sys="$sys" \
-    -v rss="$rss" -v errs="${errs:-0}" 'BEGIN {
+    -v rss="$rss" -v errs="${errs:-0}" -v busy="$(busy_percent "$core0" "$core1")" 'BEGIN {
       cpu = dt * 1e6 / hz / reqs
       sr = (sys == "NA") ? "NA" : sprintf("%.3f", sys / reqs)
-      printf "%s\t%s\t%s\t%.1f\t%s\t%s\t%.3f\t%s\t%s\t%s\tNA\t\n", id, srv, r, reqs / dur, p50, p99, cpu, sr, rss, errs
+      printf "%s\t%s\t%s\t%.1f\t%s\t%s\t%.3f\t%s\t%s\t%s\tNA\t\t%s\n", id, srv, r, reqs / dur, p50, p99, cpu, sr, rss, errs, busy
     }' >>"$RAW"
   log "  $server/$id: $(tail -1 "$RAW" | cut -f4) req/s"
 }
@@ -176,7 +178,7 @@ run_idle() { # server scenario-spec round
   eval "$(sed 's/^RESULT //; s/ /\n/g' <<<"$line" | grep -E '^(before_kb|after_kb|open|failed|closed_by_server|bytes_per_conn)=[-0-9.a-z]+$' |
     sed 's/^before_kb/before/; s/^after_kb/after/; s/^closed_by_server/closed/; s/^bytes_per_conn/bpc/')"
   local note="open=$open failed=$failed closed_by_server=$closed before_kb=$before after_kb=$after"
-  printf '%s\t%s\t%s\tNA\tNA\tNA\tNA\tNA\t%s\t%s\t%s\t%s\n' "$id" "$server" "$round" "$after" "$((failed + closed))" "$bpc" "$note" >>"$RAW"
+  printf '%s\t%s\t%s\tNA\tNA\tNA\tNA\tNA\t%s\t%s\t%s\t%s\tNA\n' "$id" "$server" "$round" "$after" "$((failed + closed))" "$bpc" "$note" >>"$RAW"
   log "  $server/$id: $bpc bytes/conn ($note)"
 }
 

@@ -179,6 +179,13 @@ tool_versions() {
 
 # CPU steal time (host contention in a VM), from the cpu line of /proc/stat.
 cpu_stat() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t }' /proc/stat; }
+# "idle total" jiffies of one CPU (idle includes iowait), and the busy
+# percentage between two such readings: how saturated the load core was.
+core_stat() { awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print $5 + $6, t }' /proc/stat; }
+busy_percent() { # "idle total" at start, "idle total" at end
+  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ")
+    d = y[2] - x[2]; printf "%.0f", (d > 0 ? 100 - 100 * (y[1] - x[1]) / d : 0) }'
+}
 steal_percent() { # "steal total" at start, "steal total" at end
   awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ")
     d = y[2] - x[2]; printf "%.1f", (d > 0 ? 100 * (y[1] - x[1]) / d : 0) }'

@@ -52,6 +52,10 @@ def f_rate(x):
     return f"{x:.0f}"
 
 
+def f_pct(x):
+    return "n/a" if x is None else f"{x:.0f}"
+
+
 def f_num(x, digits=2):
     if x is None:
         return "n/a"
@@ -120,7 +124,7 @@ def compare(args):
         for srv in servers_for(s):
             rr = runs(s["id"], srv)
             ok = [r for r in rr if num(r["rps"]) is not None]
-            for key in ("rps", "p50_ms", "p99_ms", "cpu_us_req", "sys_req", "rss_kb"):
+            for key in ("rps", "p50_ms", "p99_ms", "cpu_us_req", "sys_req", "rss_kb", "load_busy"):
                 med_of[(s["id"], srv, key)] = med(values(ok, key))
             errs = values(ok, "errors")
             note = ""
@@ -135,15 +139,18 @@ def compare(args):
                 spread(values(ok, "cpu_us_req"), f_num),
                 f_num(med(values(ok, "sys_req"))),
                 f_num(med([v / 1024 for v in values(ok, "rss_kb")]), 1),
+                f_pct(med(values(ok, "load_busy"))),
                 (f"{sum(errs):.0f}" if errs else "n/a") + (f" — {note}" if note else ""),
             ])
     print("## Results")
     print()
     print("req/s, p99 and CPU/request: median (min–max) over rounds; other columns: median. "
-          "h2load reports no latency percentiles (n/a).")
+          "h2load reports no latency percentiles (n/a). Load core busy: how much of the load "
+          "generator's core was in use during the run; when it is near full, the client, not the server, "
+          "sets req/s, and CPU per request is the server's figure to compare.")
     print()
     print(table(["Scenario", "Server", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "syscalls/req",
-                 "RSS MiB", "errors"], rows))
+                 "RSS MiB", "load core busy %", "errors"], rows))
 
     idle = [s for s in scenarios if s["kind"] == "idle"]
     for s in idle:
