@@ -727,7 +727,7 @@ impl Server {
             };
         }
         let (has_input, out_room, in_room) = match &o.bufs {
-            Some(b) => (b.has_input(), b.out.pending() < OUT_HIGH_WATER, b.has_room()),
+            Some(b) => (b.has_input(), b.out.pending() < OUT_HIGH_WATER, b.has_room(self.pool.input_capacity())),
             None => (false, true, true),
         };
         let (peer_eof, need_input, readable, writable) = (o.peer_eof, o.need_input, o.readable, o.writable);

@@ -344,3 +344,25 @@ fn cached_files_follow_changes_on_disk_within_a_second() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Input buffers start small and grow: a head several times the first
+/// buffer's size, written in one piece with two more requests pipelined
+/// behind it, and another written in pieces, are all answered.
+#[test]
+fn heads_larger_than_the_first_input_buffer_are_read_whole() {
+    let server = Server::start(&["--max-header-bytes", "8192"]);
+    let big = format!("GET /hello.txt HTTP/1.1\r\nHost: t\r\nCookie: {}\r\n\r\n", "c".repeat(7000));
+    let small = "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut s = server.connect();
+    s.write_all(format!("{big}{small}{big}").as_bytes()).unwrap();
+    let mut rd = Reader::new();
+    for _ in 0..3 {
+        let r = rd.response(&mut s, false).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"Hello, World!"[..]));
+    }
+    for chunk in big.as_bytes().chunks(997) {
+        s.write_all(chunk).unwrap();
+    }
+    let r = rd.response(&mut s, false).unwrap();
+    assert_eq!(r.status, 200);
+}
