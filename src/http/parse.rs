@@ -382,13 +382,25 @@ fn valid_host(value: &[u8]) -> bool {
             None => (value, None),
         }
     };
-    let reg_name = host.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'')
-            || matches!(b, b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=')
-    });
+    let reg_name = host.iter().all(|&b| REG_NAME[usize::from(b)]);
     reg_name && port.is_none_or(|p| p.iter().all(u8::is_ascii_digit))
 }
+
+/// The bytes a reg-name may hold (RFC 3986 §3.2.2: unreserved, sub-delims
+/// and `%` for pct-encoded), as a table: one load per byte instead of a
+/// chain of compares, on a field every request carries.
+const REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'')
+            || matches!(c, b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=');
+        b += 1;
+    }
+    t
+};
 
 /// Accept only `chunked`, once, as the final coding (RFC 9112 §6.1, §6.3).
 fn check_transfer_encoding(value: &[u8], seen_before: bool) -> Result<(), Reject> {
