@@ -64,7 +64,7 @@ impl Bufs {
 /// at once recently, and once a second (`trim`) it gives back what the last
 /// window did not need: a burst's buffers return to the allocator two or
 /// three seconds after it, and never more sets exist than were in use at
-/// one time.
+/// one time (or the minimum kept free, if that is more).
 pub struct BufPool {
     /// Sets currently held by connections.
     pub out: usize,
@@ -109,8 +109,12 @@ impl BufPool {
         if self.free.len() < self.min_free || self.out + self.free.len() < recent {
             bufs.start = 0;
             bufs.input.clear();
-            // A large response's buffer is not worth keeping for everyone.
-            bufs.out.trim(self.input_capacity);
+            // A buffer grown for a large head (`--max-header-bytes` can be
+            // big) or a large response is not worth keeping for everyone.
+            if bufs.input.capacity() > POOL_KEEP_BYTES {
+                bufs.input = Vec::new();
+            }
+            bufs.out.trim(POOL_KEEP_BYTES);
             self.free_bytes += bufs.memory();
             self.free.push(bufs);
         }
@@ -148,6 +152,8 @@ impl BufPool {
     }
 }
 
+/// The most a pooled set keeps of each of its buffers.
+const POOL_KEEP_BYTES: usize = 16 * 1024;
 /// Output capacity of a fresh buffer set: a few small responses' worth.
 const OUTPUT_START: usize = 1024;
 /// Input capacity of a fresh buffer set, doubled up to the full size when
@@ -600,6 +606,49 @@ mod tests {
         assert_eq!(pool.free.len(), 4);
         assert!(!pool.wants_trim());
         assert_eq!(pool.memory(), pool.free.iter().map(|b| b.memory()).sum::<usize>());
+    }
+
+    /// Random takes, growths, gives and trims: the byte count stays the
+    /// real sum, `out` the number held, and two quiet trims end at the
+    /// minimum.
+    #[test]
+    fn pool_accounting_holds_under_random_use() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut pool = BufPool::new(16 * 1024, 4);
+        let mut held: Vec<Box<Bufs>> = Vec::new();
+        for _ in 0..20_000 {
+            match next(10) {
+                0..=3 => held.push(pool.take()),
+                4..=6 if !held.is_empty() => {
+                    let i = next(held.len() as u64) as usize;
+                    pool.give(held.swap_remove(i));
+                }
+                7 if !held.is_empty() => {
+                    let i = next(held.len() as u64) as usize;
+                    let grow = 1 + next(40 * 1024) as usize;
+                    held[i].input.reserve_exact(grow);
+                    held[i].out.bytes().extend(std::iter::repeat_n(b'x', grow / 4));
+                }
+                8 => pool.trim(),
+                _ => {}
+            }
+            assert_eq!(pool.out, held.len());
+            assert_eq!(pool.memory(), pool.free.iter().map(|b| b.memory()).sum::<usize>());
+        }
+        for bufs in held.drain(..) {
+            pool.give(bufs);
+        }
+        pool.trim();
+        pool.trim();
+        assert!(pool.free.len() <= 4, "back to the minimum");
+        assert!(!pool.wants_trim());
+        assert!(pool.free.iter().all(|b| b.memory() <= 2 * POOL_KEEP_BYTES), "no oversized buffer kept");
     }
 
     #[test]

@@ -333,10 +333,29 @@ mod tests {
         out.clear();
         persist(&mut out, Persist::KeepAlive { timeout_secs: u64::MAX, max: u32::MAX, http10: true });
         assert_eq!(out, b"Connection: keep-alive\r\nKeep-Alive: timeout=18446744073709551615, max=4294967295\r\n");
-        for n in [1u64, 9, 10, 99, 100, 101, 999, 1000, 65535, 999_999, 1_000_000, 10u64.pow(19) - 1, 10u64.pow(19)] {
-            let mut buf = [0u8; 24];
+        for n in [
+            0u64,
+            1,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            65535,
+            999_999,
+            1_000_000,
+            u64::from(u32::MAX),
+            u64::from(u32::MAX) + 1,
+            10u64.pow(19) - 1,
+            10u64.pow(19),
+            u64::MAX,
+        ] {
+            let mut buf = [b'#'; 24];
             let end = write_decimal(&mut buf, 2, n);
             assert_eq!(&buf[2..end], n.to_string().as_bytes());
+            assert!(buf[..2].iter().chain(&buf[end..]).all(|&b| b == b'#'), "nothing written outside");
         }
     }
 
