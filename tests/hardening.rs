@@ -69,8 +69,16 @@ fn sigint_on_an_idle_server_exits_0_at_once() {
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
-fn open_fds(pid: u32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64
+/// The lowest descriptor number the process does not use: the kernel hands
+/// out the lowest free number, and `RLIMIT_NOFILE` caps that number, not
+/// how many are open. (Counting them is not the same when the process
+/// inherited a descriptor with a high number from its environment.)
+fn lowest_free_fd(pid: u32) -> u64 {
+    let used: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|n| !used.contains(n)).unwrap()
 }
 
 /// Set the server's soft descriptor limit (the hard one stays: raising it
@@ -100,7 +108,7 @@ fn descriptor_exhaustion_refuses_without_spinning_and_recovers() {
         .collect();
     // Lower the limit under the server's feet: no room for one more socket.
     let soft_before = 10_000;
-    set_nofile(pid, open_fds(pid));
+    set_nofile(pid, lowest_free_fd(pid));
     let mut outcomes = Vec::new();
     for _ in 0..20 {
         let mut s = server.connect();
