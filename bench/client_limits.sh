@@ -46,13 +46,7 @@ PIPE_DEPTH=${PIPE_DEPTH:-16}
 # sockets (net/ipv4/inet_hashtables.c, tcp_ipv4.c).
 PORT_SEARCH='^(__inet_hash_connect|__inet_check_established|tcp_twsk_unique|inet_bhash2_addr_any_conflict|inet_bind_conflict|__inet_bhash2_update_saddr)$'
 
-trap bench_cleanup EXIT
-trap 'exit 130' INT TERM
-
-ensure_tools
-raise_nofile
-make_docroot
-build_linger
+bench_setup
 build_ceiling
 prepare_servers
 [[ ${AVAILABLE[linger]:-0} == 1 ]] || die "linger is not available: ${WHY_NOT[linger]:-}"

@@ -35,8 +35,7 @@ if [[ -n ${ONLY_SERVERS:-} ]]; then
   IFS=, read -r -a SERVERS <<<"$ONLY_SERVERS"
 fi
 
-trap bench_cleanup EXIT
-trap 'exit 130' INT TERM
+bench_setup
 
 # id | label | kind | connections | path | yardstick runs it | short label
 SCENARIOS=(
@@ -59,11 +58,7 @@ if [[ -n ${ONLY:-} ]]; then
   SCENARIOS=("${chosen[@]}")
 fi
 
-ensure_tools
-raise_nofile
 widen_port_range
-make_docroot
-build_linger
 build_ceiling
 prepare_servers
 

@@ -55,14 +55,9 @@ FAIR_PATH=${FAIR_PATH:-/hello.txt}
 LINGER_DEFAULTS=${LINGER_DEFAULTS:-1}
 SERVERS=(linger nginx lighttpd)
 
-trap bench_cleanup EXIT
-trap 'exit 130' INT TERM
+bench_setup
 record_cmd "ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP ORDINARY=$ORDINARY GREEDY_CONNS=$GREEDY_CONNS GREEDY_DEPTH=$GREEDY_DEPTH GREEDY_BATCH=$GREEDY_BATCH LINGER_DEFAULTS=$LINGER_DEFAULTS BASE_PORT=$BASE_PORT bench/fairness.sh"
 
-ensure_tools
-raise_nofile
-make_docroot
-build_linger
 AVAILABLE[yardstick]=0
 prepare_servers
 

@@ -23,13 +23,7 @@ set_rounds
 IDLE_CONNS=${IDLE_CONNS:-10000}
 SERVERS=(linger nginx lighttpd)
 
-trap bench_cleanup EXIT
-trap 'exit 130' INT TERM
-
-ensure_tools
-raise_nofile
-make_docroot
-build_linger
+bench_setup
 AVAILABLE[yardstick]=0
 prepare_servers
 

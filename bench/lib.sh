@@ -74,6 +74,18 @@ bench_cleanup() {
   fi
 }
 
+# What every comparison script does first: clean up on exit (servers,
+# port range, work directory), install what is missing, raise the
+# descriptor limit, write the docroot and build linger.
+bench_setup() {
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT TERM
+  ensure_tools
+  raise_nofile
+  make_docroot
+  build_linger
+}
+
 # ---------------------------------------------------------------- tools
 
 ensure_tools() {
