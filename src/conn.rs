@@ -577,24 +577,26 @@ mod tests {
         assert!(o.peer_eof, "the EOF is read without a new edge");
     }
 
-    #[allow(clippy::vec_box)] // the pool deals in boxes
-    fn take_n(pool: &mut BufPool, n: usize) -> Vec<Box<Bufs>> {
-        (0..n).map(|_| pool.take()).collect()
+    /// Take `n` sets at once, then give them all back.
+    fn take_and_give(pool: &mut BufPool, n: usize) {
+        #[allow(clippy::vec_box)] // the pool deals in boxes
+        let sets: Vec<Box<Bufs>> = (0..n).map(|_| pool.take()).collect();
+        for bufs in sets {
+            pool.give(bufs);
+        }
     }
 
     #[test]
     fn pool_keeps_the_recent_peak_then_gives_it_back() {
         let mut pool = BufPool::new(1024, 4);
-        let sets = take_n(&mut pool, 100);
-        for bufs in sets {
-            pool.give(bufs);
-        }
+        take_and_give(&mut pool, 100);
         assert_eq!(pool.out, 0);
         assert_eq!(pool.free.len(), 100, "every set of the peak is kept");
         assert!(pool.wants_trim());
 
         // Load swings between idle and busy: no fresh sets are made.
-        let sets = take_n(&mut pool, 100);
+        #[allow(clippy::vec_box)] // the pool deals in boxes
+        let sets: Vec<Box<Bufs>> = (0..100).map(|_| pool.take()).collect();
         assert!(pool.free.is_empty());
         for bufs in sets {
             pool.give(bufs);
@@ -654,17 +656,11 @@ mod tests {
     #[test]
     fn pool_never_holds_more_sets_than_were_out_at_once() {
         let mut pool = BufPool::new(1024, 2);
-        let a = take_n(&mut pool, 10);
-        for bufs in a {
-            pool.give(bufs);
-        }
+        take_and_give(&mut pool, 10);
         pool.trim();
         pool.trim();
         // Peak is now 0 in both windows: only the minimum is kept.
-        let b = take_n(&mut pool, 5);
-        for bufs in b {
-            pool.give(bufs);
-        }
+        take_and_give(&mut pool, 5);
         assert_eq!(pool.free.len(), 5, "the current window's peak");
         pool.trim();
         pool.trim();

@@ -259,32 +259,9 @@ pub fn simple(out: &mut Vec<u8>, status: Status, date: &[u8; 29], persist_as: Pe
 
 /// Append `n` in decimal without allocating.
 pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(&decimal(n));
-}
-
-/// `n` in decimal, on the stack.
-pub fn decimal(mut n: u64) -> Decimal {
-    let mut d = Decimal { buf: [0; 20], start: 20 };
-    loop {
-        d.start -= 1;
-        d.buf[d.start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return d;
-        }
-    }
-}
-
-pub struct Decimal {
-    buf: [u8; 20],
-    start: usize,
-}
-
-impl std::ops::Deref for Decimal {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
+    let mut digits = [0u8; 20];
+    let len = write_decimal(&mut digits, 0, n);
+    out.extend_from_slice(&digits[..len]);
 }
 
 pub fn push_hex(out: &mut Vec<u8>, mut n: u64) {
