@@ -306,7 +306,7 @@ impl Conn {
             peer,
             in_runq: false,
             in_batch: false,
-            side: Side::Lingering(ReadOnly::shut(sock, false)),
+            side: Side::Lingering(ReadOnly::shut(sock, true, false)),
         }
     }
 
@@ -343,7 +343,7 @@ impl Conn {
     /// `Open` or `AwaitFin` -> `Lingering`: shut the write half.
     pub fn linger(&mut self) {
         self.side = match std::mem::replace(&mut self.side, Side::Gone) {
-            Side::Open(o) => Side::Lingering(ReadOnly::shut(o.sock, o.fin_queued)),
+            Side::Open(o) => Side::Lingering(ReadOnly::shut(o.sock, o.readable, o.fin_queued)),
             Side::AwaitFin(r) => Side::Lingering(r.shut_write()),
             other => other,
         };
@@ -466,15 +466,23 @@ impl ReadOnly {
 
     /// Shut the write half: the client sees our FIN after every byte we
     /// wrote, and its late requests meet a socket that still reads.
-    fn shut(sock: TcpStream, fin_queued: bool) -> ReadOnly {
+    /// `readable` carries over: a socket already drained gets a new edge
+    /// when the client's next bytes or FIN arrive, so reading it now would
+    /// only find nothing.
+    fn shut(sock: TcpStream, readable: bool, fin_queued: bool) -> ReadOnly {
         let failed = sock.shutdown(Shutdown::Write).is_err();
-        ReadOnly { sock, readable: true, fin_queued, eof: false, failed, drained: 0 }
+        ReadOnly { sock, readable, fin_queued, eof: false, failed, drained: 0 }
     }
 
     fn shut_write(self) -> ReadOnly {
-        let mut r = ReadOnly::shut(self.sock, self.fin_queued);
+        let mut r = ReadOnly::shut(self.sock, self.readable, self.fin_queued);
         r.drained = self.drained;
         r
+    }
+
+    /// Whether the next turn has anything to do for this socket.
+    pub fn needs_turn(&self) -> bool {
+        self.readable || self.failed
     }
 
     /// Read and discard, up to `budget` bytes.

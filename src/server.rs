@@ -31,7 +31,7 @@ use crate::config::Config;
 use crate::conn::{BufPool, Conn, ReadOutcome, Side, Sub};
 use crate::files::Files;
 use crate::http::reply::{self, DateCache};
-use crate::http::{CloseKind, Persist, Reading, Reply, Status};
+use crate::http::{CloseKind, Persist, Reading, Reply, Status, Version};
 use crate::lru::{CLASSES, Class, Lists};
 use crate::policy::{
     self, CLIENT_FIRST_GRACE_MS, DRAIN_BUDGET, FLUSH_THRESHOLD, LINGER_MAX_BYTES, OUT_HIGH_WATER, SUB_MAX_QUEUE,
@@ -904,7 +904,8 @@ impl Server {
                 service::long_poll_reply(&mut reply, &body);
                 ps.delivered += 1;
                 if !sub.keep_alive {
-                    o.proto.finish(CloseKind::ClientFirst);
+                    let version = if sub.http10 { Version::Http10 } else { Version::Http11 };
+                    o.proto.finish(CloseKind::asked_by_client(version));
                 }
                 let (channel, index) = (sub.channel.clone(), sub.index);
                 o.sub = None;
@@ -997,7 +998,7 @@ impl Server {
         conn.await_fin();
         trace!("#{key} Open=>AwaitFin");
         self.lists.enter(&mut self.conns, key, Class::CloseWait, self.now);
-        self.push_runq(key);
+        self.push_if_closing_work(key);
     }
 
     /// The one graceful closing path (seed 000; Gettys & Freier §8):
@@ -1019,7 +1020,18 @@ impl Server {
         trace!("#{key} =>Lingering");
         self.stats.counters.lingering_closes += 1;
         self.lists.enter(&mut self.conns, key, Class::Linger, self.now);
-        self.push_runq(key);
+        self.push_if_closing_work(key);
+    }
+
+    /// A closing socket needs a turn only if it may hold bytes or a FIN
+    /// (or its shutdown failed); a drained one waits for its next edge
+    /// instead of costing a read that finds nothing.
+    fn push_if_closing_work(&mut self, key: usize) {
+        if let Some(Conn { side: Side::AwaitFin(r) | Side::Lingering(r), .. }) = self.conns.get(key)
+            && r.needs_turn()
+        {
+            self.push_runq(key);
+        }
     }
 
     /// Free the record; dropping the socket closes it (and removes it from

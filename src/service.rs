@@ -270,7 +270,7 @@ impl Service {
             Persist::Close
         };
         if !keep {
-            proto.finish(if server_close { CloseKind::ServerFirst } else { CloseKind::ClientFirst });
+            proto.finish(if server_close { CloseKind::ServerFirst } else { CloseKind::asked_by_client(head.version) });
         }
         if let Some(decoder) = collect {
             if head.expect_continue {

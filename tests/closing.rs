@@ -242,3 +242,22 @@ fn client_that_asked_to_close_carries_the_time_wait() {
     let (_, server_side) = one_exchange_then_close(&capped, "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n", true);
     assert!(server_side, "control: a server-first close leaves TIME_WAIT on the server");
 }
+
+/// An HTTP/1.0 client that did not ask to keep the connection may take the
+/// server's close as the end of the body (RFC 1945 §7.2.2; ApacheBench
+/// without `-k` reads until EOF): the server shuts down first at once
+/// instead of waiting out the client-first grace (1 s) for a FIN that only
+/// comes after its own.
+#[test]
+fn http10_client_reading_until_eof_is_not_kept_waiting() {
+    let server = Server::start(&[]);
+    let before = server.status()["lingering_closes"];
+    let started = Instant::now();
+    for _ in 0..5 {
+        let (port, server_side) = one_exchange_then_close(&server, "GET /hello.txt HTTP/1.0\r\n\r\n", true);
+        assert!(server_side, "the server closed first, so it holds the TIME_WAIT for client port {port}");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(2500), "5 exchanges took {took:?}: EOF waited for the grace period");
+    assert!(server.status()["lingering_closes"] >= before + 5);
+}

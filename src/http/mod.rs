@@ -18,14 +18,31 @@ pub use reply::{Persist, Status};
 /// follows from who decided to close and how the last response is framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseKind {
-    /// The client asked to close (`Connection: close`, or HTTP/1.0 without
-    /// keep-alive) and the last response is length-delimited: let the
-    /// client close first so TIME_WAIT lands on its side (Gettys & Freier
-    /// §7), then fall back to shutdown-and-drain.
+    /// An HTTP/1.1 client asked to close (`Connection: close`) and the last
+    /// response is length-delimited: let the client close first so
+    /// TIME_WAIT lands on its side (Gettys & Freier §7), then fall back to
+    /// shutdown-and-drain.
     ClientFirst,
-    /// The server decided (error, request cap, leftovers): shut the write
-    /// half now and drain (seed 000, Gettys & Freier §8).
+    /// The server decided (error, request cap, leftovers), or an HTTP/1.0
+    /// client did not ask to keep the connection: shut the write half now
+    /// and drain (seed 000, Gettys & Freier §8).
     ServerFirst,
+}
+
+impl CloseKind {
+    /// The close a client's own request called for. An HTTP/1.1 client
+    /// that says `close` must close after reading the response (RFC 9112
+    /// §9.6), so waiting for it costs nothing. An HTTP/1.0 client may take
+    /// the server's close as the end of the body (RFC 1945 §7.2.2) even
+    /// when a length is given, and tools do (ApacheBench without `-k`
+    /// reads until EOF): waiting for its FIN would stall every such
+    /// exchange for the whole grace period, so the server closes first.
+    pub fn asked_by_client(version: Version) -> CloseKind {
+        match version {
+            Version::Http11 => CloseKind::ClientFirst,
+            Version::Http10 => CloseKind::ServerFirst,
+        }
+    }
 }
 
 /// Where one connection's request stream stands.
