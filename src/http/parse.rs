@@ -253,14 +253,19 @@ fn split_target(method: Method, target: &str) -> Result<(&str, &str), Reject> {
     } else {
         return Err(Reject::new(Status::BAD_REQUEST, "malformed request target"));
     };
-    // Byte searches: `char` patterns cost more than the parse itself.
-    let rest = match rest.bytes().position(|b| b == b'#') {
-        Some(i) => &rest[..i],
-        None => rest,
-    };
-    Ok(match rest.bytes().position(|b| b == b'?') {
-        Some(i) => (&rest[..i], &rest[i + 1..]),
+    // Byte searches (`char` patterns cost more than the parse itself), one
+    // pass for whichever comes first: a fragment ends the target, a query
+    // ends the path.
+    Ok(match rest.bytes().position(|b| b == b'?' || b == b'#') {
         None => (rest, ""),
+        Some(i) if rest.as_bytes()[i] == b'#' => (&rest[..i], ""),
+        Some(i) => {
+            let query = &rest[i + 1..];
+            match query.bytes().position(|b| b == b'#') {
+                Some(j) => (&rest[..i], &query[..j]),
+                None => (&rest[..i], query),
+            }
+        }
     })
 }
 
@@ -365,25 +370,35 @@ fn read_fields<'a>(head: &mut Head<'a>, fields: &[httparse::Header<'a>]) -> Resu
 /// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2):
 /// an IP-literal in brackets or a reg-name, then digits only for the port.
 fn valid_host(value: &[u8]) -> bool {
-    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+    let port = if let Some(rest) = value.strip_prefix(b"[") {
         let Some(close) = rest.iter().position(|&b| b == b']') else { return false };
         let literal = &rest[..close];
         if literal.is_empty() || !literal.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
             return false;
         }
         match &rest[close + 1..] {
-            [] => (&b""[..], None),
-            [b':', port @ ..] => (&b""[..], Some(port)),
+            [] => return true,
+            [b':', port @ ..] => port,
             _ => return false,
         }
     } else {
-        match value.iter().rposition(|&b| b == b':') {
-            Some(i) => (&value[..i], Some(&value[i + 1..])),
-            None => (value, None),
+        // reg-name [ ":" port ] in one pass: a reg-name holds no colon, so
+        // the first one starts the port and a second one is an error.
+        let mut colon = None;
+        for (i, &b) in value.iter().enumerate() {
+            if !REG_NAME[usize::from(b)] {
+                if b != b':' || colon.is_some() {
+                    return false;
+                }
+                colon = Some(i);
+            }
+        }
+        match colon {
+            Some(i) => &value[i + 1..],
+            None => return true,
         }
     };
-    let reg_name = host.iter().all(|&b| REG_NAME[usize::from(b)]);
-    reg_name && port.is_none_or(|p| p.iter().all(u8::is_ascii_digit))
+    port.iter().all(u8::is_ascii_digit)
 }
 
 /// The bytes a reg-name may hold (RFC 3986 §3.2.2: unreserved, sub-delims
@@ -474,6 +489,22 @@ mod tests {
     }
 
     #[test]
+    fn fragment_and_query_split_whichever_comes_first() {
+        for (target, path, query) in [
+            ("/a", "/a", ""),
+            ("/a?", "/a", ""),
+            ("/a#f", "/a", ""),
+            ("/a?x#f", "/a", "x"),
+            ("/a#f?x", "/a", ""),
+            ("/a?x?y#f#g", "/a", "x?y"),
+        ] {
+            let request = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let h = head(request.as_bytes());
+            assert_eq!((h.path, h.query), (path, query), "{target}");
+        }
+    }
+
+    #[test]
     fn absolute_form_drops_authority() {
         let h = head(b"GET http://example.com/x?y HTTP/1.0\r\n\r\n");
         assert_eq!((h.path, h.query), ("/x", "y"));
@@ -509,7 +540,10 @@ mod tests {
         for ok in ["h", "example.com:8080", "[::1]:80", "127.0.0.1", "a-b_c.d:", "[fe80::1]"] {
             assert!(valid_host(ok.as_bytes()), "{ok}");
         }
-        for bad in ["user@h", "h:http", "h h", "h/x", "[::1", "[zz]", "[::1]x"] {
+        for ok in ["", ":80", "h:", "[::1]:"] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["user@h", "h:http", "h h", "h/x", "[::1", "[zz]", "[::1]x", "a:b:80", "h:8a", "h::80", "[::1]:8x"] {
             assert!(!valid_host(bad.as_bytes()), "{bad}");
         }
     }
