@@ -19,7 +19,7 @@
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, info, trace, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -80,7 +80,14 @@ pub struct Server {
     /// Milliseconds since start, fixed for the whole turn.
     now: u64,
     date: DateCache,
+    /// Loop clock at which the wall clock's second may next turn: the
+    /// `Date` text only changes then, so the wall clock is read once a
+    /// second instead of every turn.
+    wall_due: u64,
     idle_timeout_ms: u64,
+    /// The configured durations in milliseconds, converted once: every
+    /// turn consults them.
+    millis: Millis,
     /// The second of the last channel collection.
     gc_secs: u64,
     /// Closing connections (lingering or awaiting the client's FIN) allowed
@@ -165,7 +172,9 @@ impl Server {
             started: Instant::now(),
             now: 0,
             date: DateCache::new(now_wall),
+            wall_due: 0,
             idle_timeout_ms,
+            millis: Millis::of(&cfg),
             max_closing,
             scratch: vec![0; DRAIN_BUDGET].into_boxed_slice(),
             accept_ready: false,
@@ -239,15 +248,15 @@ impl Server {
     /// Fix the clock for the turn and refresh what depends on it.
     fn tick(&mut self) {
         self.now = self.started.elapsed().as_millis() as u64;
-        self.date.update(SystemTime::now());
+        if self.now >= self.wall_due {
+            let wall = SystemTime::now();
+            self.date.update(wall);
+            let into_second = wall.duration_since(UNIX_EPOCH).map_or(0, |d| u64::from(d.subsec_millis()));
+            self.wall_due = self.now + (1000 - into_second);
+        }
         let slots = self.live() as f64 / self.cfg.max_conns as f64;
         let memory = (self.pool.out * self.bufs_nominal) as f64 / self.cfg.max_buffer_memory as f64;
-        self.idle_timeout_ms = policy::adaptive_idle_timeout(
-            self.cfg.idle_timeout.as_millis() as u64,
-            self.cfg.min_idle_timeout.as_millis() as u64,
-            slots,
-            memory,
-        );
+        self.idle_timeout_ms = policy::adaptive_idle_timeout(self.millis.idle, self.millis.min_idle, slots, memory);
         let g = &mut self.stats.gauges;
         g.active = self.conns.len();
         g.reading = self.lists.len(Class::Header);
@@ -283,22 +292,16 @@ impl Server {
 
     fn timeout_ms(&self, class: Class) -> u64 {
         match class {
-            Class::Header => self.cfg.header_timeout.as_millis() as u64,
             Class::Idle => self.idle_timeout_ms,
-            Class::Send => self.cfg.send_timeout.as_millis() as u64,
-            Class::CloseWait => CLIENT_FIRST_GRACE_MS,
-            Class::Linger => self.cfg.linger_timeout.as_millis() as u64,
-            Class::Hold => self.cfg.longpoll_timeout.as_millis() as u64,
-            // One timer serves both the ping and the lifetime: a stream ends
-            // within one tick of its lifetime, and a lifetime shorter than
-            // the ping interval is not overshot.
-            Class::Stream => self.cfg.sse_ping.min(self.cfg.stream_lifetime).as_millis() as u64,
+            _ => self.millis.class[class as usize],
         }
     }
 
-    /// The earliest deadline among the lists' heads (each list is sorted).
+    /// The earliest deadline among the lists' heads (each list is sorted),
+    /// from the clock of the turn that just ended: a timer fires late by
+    /// at most that turn's length, and the clock is not read again.
     fn next_deadline(&self) -> Option<Duration> {
-        let now = self.started.elapsed().as_millis() as u64;
+        let now = self.now;
         CLASSES
             .iter()
             .filter_map(|&class| {
@@ -1067,6 +1070,37 @@ pub enum SubEnd {
     Shed,
     /// The connection is going away: write nothing.
     Drop,
+}
+
+/// The configured durations in milliseconds.
+struct Millis {
+    idle: u64,
+    min_idle: u64,
+    /// Per timer class (`Class as usize`); the idle slot is unused, the
+    /// idle timeout adapts (`Server::idle_timeout_ms`).
+    class: [u64; CLASSES.len()],
+}
+
+impl Millis {
+    fn of(cfg: &Config) -> Millis {
+        let ms = |d: Duration| d.as_millis() as u64;
+        let mut class = [0; CLASSES.len()];
+        for c in CLASSES {
+            class[c as usize] = match c {
+                Class::Header => ms(cfg.header_timeout),
+                Class::Idle => ms(cfg.idle_timeout),
+                Class::Send => ms(cfg.send_timeout),
+                Class::CloseWait => CLIENT_FIRST_GRACE_MS,
+                Class::Linger => ms(cfg.linger_timeout),
+                Class::Hold => ms(cfg.longpoll_timeout),
+                // One timer serves both the ping and the lifetime: a stream
+                // ends within one tick of its lifetime, and a lifetime
+                // shorter than the ping interval is not overshot.
+                Class::Stream => ms(cfg.sse_ping.min(cfg.stream_lifetime)),
+            };
+        }
+        Millis { idle: ms(cfg.idle_timeout), min_idle: ms(cfg.min_idle_timeout), class }
+    }
 }
 
 /// What ending a subscription needs from the turn.

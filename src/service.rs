@@ -175,6 +175,11 @@ impl Service {
         if proto.is_done() {
             return (input.len(), Step::Done);
         }
+        if pos == input.len() {
+            // Everything read is answered: the usual end of a turn's work
+            // on a connection, not worth a parse of nothing.
+            return (pos, Step::NeedInput);
+        }
         match parse::parse_head(&input[pos..], self.limits.max_head) {
             Ok(Parsed::Partial) => (pos, Step::NeedInput),
             Ok(Parsed::Head(head)) => {

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# User-space instructions per request, counted by callgrind: linger, nginx,
+# lighttpd and the yardstick serving the same fixed load. Unlike time, an
+# instruction count does not move with CPU steal or frequency, so on a
+# noisy machine it shows a change of a few percent that compare.sh's
+# timings cannot. It leaves out the kernel (read, write, epoll, TCP), which
+# is half or more of each server's cost: compare.sh's CPU time per request
+# is still the measure of record.
+#
+#   bench/instructions.sh            # about 2 minutes
+#
+# Environment: SERIAL (2000 requests), PIPELINED (32000 requests, a
+# multiple of 1600), ONLY_SERVERS (e.g. "linger,yardstick"), BASE_PORT,
+# LINGER_BUILD, LINGER_BIN, LINGER_ARGS, YARDSTICK, KEEP_WORK as in
+# compare.sh.
+#
+# Scenarios (bench/instructions.py): "serial", one connection sending one
+# request at a time, so every request pays a whole turn of the event loop;
+# "pipelined", 100 connections with 16 requests written at once on each.
+# Each server is warmed up first (file caches, dates), its counters are
+# zeroed, the scenario runs, and the counters are dumped: start-up costs
+# are not in the figures. Output: bench/results/YYYY-MM-DD-instructions.md.
+set -euo pipefail
+
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+SERIAL=${SERIAL:-2000}
+PIPELINED=${PIPELINED:-32000}
+SERVERS=(linger nginx lighttpd yardstick)
+if [[ -n ${ONLY_SERVERS:-} ]]; then
+  IFS=, read -r -a SERVERS <<<"$ONLY_SERVERS"
+fi
+((PIPELINED % 1600 == 0)) || die "PIPELINED must be a multiple of 1600"
+
+bench_setup
+if ! command -v valgrind >/dev/null; then
+  log "installing valgrind"
+  sudo=()
+  [[ $EUID -eq 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends valgrind >/dev/null
+fi
+build_ceiling
+prepare_servers
+# One nginx process: the worker is what serves, and callgrind then
+# follows it without tracing children.
+sed -i '1i master_process off;' "$WORK/nginx/nginx.conf"
+DRIVER=$BENCH_DIR/instructions.py
+declare -A COUNT=([serial]=$SERIAL [pipelined]=$PIPELINED)
+declare -A IPR=() # "server scenario" -> instructions per request
+
+# Start one server under callgrind, wait until it serves.
+start_counted() {
+  local name=$1
+  SCMD["$name"]="valgrind --tool=callgrind --callgrind-out-file=$WORK/cg.$name --dump-instr=no ${SCMD[$name]}"
+  start_server "$name" || return 1
+  # start_server's own check may have been the first request: warm up
+  # both scenarios so caches and dates are in place before counting.
+  python3 "$DRIVER" "${PORT[$name]}" serial 50
+  python3 "$DRIVER" "${PORT[$name]}" pipelined 1600
+}
+
+# Dump the counts since the last zeroing: sets LAST_DUMP (the file) and
+# LAST_TOTAL (instructions).
+dump_counts() {
+  local name=$1 pid=$2 before
+  before=$(find "$WORK" -maxdepth 1 -name "cg.$name.*" | wc -l)
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  # Callgrind numbers its dumps from 1: this one is the next number.
+  LAST_DUMP=$WORK/cg.$name.$((before + 1))
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [[ -s $LAST_DUMP ]] && break
+    sleep 0.1
+  done
+  [[ -s $LAST_DUMP ]] || die "callgrind wrote no dump $LAST_DUMP"
+  LAST_TOTAL=$(awk '/^(summary|totals):/ { print $2; exit }' "$LAST_DUMP")
+}
+
+for name in "${SERVERS[@]}"; do
+  log "counting $name"
+  if ! start_counted "$name"; then
+    warn "$name did not start under valgrind: ${WHY_NOT[$name]:-}"
+    continue
+  fi
+  pid=${SPID[$name]}
+  for scenario in serial pipelined; do
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    python3 "$DRIVER" "${PORT[$name]}" "$scenario" "${COUNT[$scenario]}"
+    dump_counts "$name" "$pid"
+    IPR["$name $scenario"]=$((LAST_TOTAL / COUNT[$scenario]))
+    log "$name $scenario: ${IPR["$name $scenario"]} instructions per request"
+    if [[ $name == linger && $scenario == pipelined ]]; then
+      cp "$LAST_DUMP" "$WORK/linger-pipelined.callgrind"
+    fi
+  done
+  stop_server "$name"
+done
+record_cmd "python3 bench/instructions.py PORT serial $SERIAL"
+record_cmd "python3 bench/instructions.py PORT pipelined $PIPELINED"
+record_cmd "callgrind_control -z PID; (scenario); callgrind_control -d PID"
+
+cell() { echo "${IPR["$1 $2"]:-n/a}"; }
+ratio() {
+  local a=${IPR["linger $1"]:-} b=${IPR["$2 $1"]:-}
+  [[ -n $a && -n $b && $b != 0 ]] && awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }' || echo "n/a"
+}
+
+mkdir -p "$RESULTS_DIR"
+out=$RESULTS_DIR/$(date +%F)-instructions.md
+{
+  echo "# User-space instructions per request ($(date +%F))"
+  echo
+  echo "Counted by callgrind (\`bench/instructions.sh\`) after a warm-up, start-up excluded;"
+  echo "13-byte /hello.txt. The kernel's share (system calls, TCP) is not counted:"
+  echo "CPU time per request in compare.sh remains the measure of record."
+  echo
+  machine_info
+  echo
+  echo "| scenario | requests | linger | nginx | lighttpd | yardstick | linger ÷ yardstick | ÷ nginx | ÷ lighttpd |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  for scenario in serial pipelined; do
+    label="one request at a time, 1 connection"
+    [[ $scenario == pipelined ]] && label="pipelined ×16, 100 connections"
+    echo "| $label | ${COUNT[$scenario]} | $(cell linger "$scenario") | $(cell nginx "$scenario") | $(cell lighttpd "$scenario") | $(cell yardstick "$scenario") | $(ratio "$scenario" yardstick) | $(ratio "$scenario" nginx) | $(ratio "$scenario" lighttpd) |"
+  done
+  if [[ -f $WORK/linger-pipelined.callgrind ]]; then
+    echo
+    echo "## Where linger's pipelined instructions go"
+    echo
+    echo "Inclusive instructions per request (a function's count includes its callees'), largest first."
+    echo
+    echo "| instructions/request | function |"
+    echo "|---|---|"
+    callgrind_annotate --inclusive=yes "$WORK/linger-pipelined.callgrind" 2>/dev/null |
+      awk -v n="$PIPELINED" '
+        /Auto-annotated source/ { exit }
+        /^ *[0-9,]+ +\(/ && !/PROGRAM TOTALS|\?\?\?|below main|libc_start|Server::run|linger::main|lang_start|backtrace/ {
+          count = $1; gsub(",", "", count)
+          fn = $0; sub(/^ *[0-9,]+ +\([^)]*\) +/, "", fn); sub(/^[^:]*:/, "", fn); sub(/ \[.*$/, "", fn)
+          if (!(fn in seen)) { seen[fn] = 1; printf "| %d | `%s` |\n", count / n, fn; shown++ }
+          if (shown == 20) exit
+        }'
+  fi
+  echo
+  tool_versions
+  echo
+  commands_section
+} >"$out"
+log "wrote $out"
