@@ -116,7 +116,7 @@ out=$RESULTS_DIR/$(date +%F)-instructions.md
   echo "13-byte /hello.txt. The kernel's share (system calls, TCP) is not counted:"
   echo "CPU time per request in compare.sh remains the measure of record."
   echo
-  machine_info
+  echo "Machine: $(machine_info)."
   echo
   echo "| scenario | requests | linger | nginx | lighttpd | yardstick | linger ÷ yardstick | ÷ nginx | ÷ lighttpd |"
   echo "|---|---|---|---|---|---|---|---|---|"
@@ -135,17 +135,23 @@ out=$RESULTS_DIR/$(date +%F)-instructions.md
     echo "|---|---|"
     callgrind_annotate --inclusive=yes "$WORK/linger-pipelined.callgrind" 2>/dev/null |
       awk -v n="$PIPELINED" '
-        /Auto-annotated source/ { exit }
+        # Read to the end (no early exit: callgrind_annotate would take
+        # the closed pipe as a failure).
+        /Auto-annotated source/ { done = 1 }
+        done { next }
         /^ *[0-9,]+ +\(/ && !/PROGRAM TOTALS|\?\?\?|below main|libc_start|Server::run|linger::main|lang_start|backtrace/ {
           count = $1; gsub(",", "", count)
           fn = $0; sub(/^ *[0-9,]+ +\([^)]*\) +/, "", fn); sub(/^[^:]*:/, "", fn); sub(/ \[.*$/, "", fn)
           if (!(fn in seen)) { seen[fn] = 1; printf "| %d | `%s` |\n", count / n, fn; shown++ }
-          if (shown == 20) exit
+          if (shown == 20) done = 1
         }'
   fi
   echo
+  echo "Tools:"
+  echo
   tool_versions
+  printf -- '- %s\n' "$(valgrind --version)"
   echo
   commands_section
-} >"$out"
+} | sed -e "s#$WORK#\$TMP#g" -e "s#$REPO_DIR/##g" >"$out"
 log "wrote $out"
