@@ -306,7 +306,7 @@ impl Conn {
             peer,
             in_runq: false,
             in_batch: false,
-            side: Side::Lingering(ReadOnly::shut(sock, true, false)),
+            side: Side::Lingering(ReadOnly::shut(sock, true, false, false)),
         }
     }
 
@@ -336,14 +336,14 @@ impl Conn {
     /// so the client's FIN comes first. Buffers must have been returned.
     pub fn await_fin(&mut self) {
         if let Side::Open(o) = std::mem::replace(&mut self.side, Side::Gone) {
-            self.side = Side::AwaitFin(ReadOnly::keep(o.sock, o.readable, o.fin_queued));
+            self.side = Side::AwaitFin(ReadOnly::keep(o.sock, o.readable, o.fin_queued, o.peer_eof));
         }
     }
 
     /// `Open` or `AwaitFin` -> `Lingering`: shut the write half.
     pub fn linger(&mut self) {
         self.side = match std::mem::replace(&mut self.side, Side::Gone) {
-            Side::Open(o) => Side::Lingering(ReadOnly::shut(o.sock, o.readable, o.fin_queued)),
+            Side::Open(o) => Side::Lingering(ReadOnly::shut(o.sock, o.readable, o.fin_queued, o.peer_eof)),
             Side::AwaitFin(r) => Side::Lingering(r.shut_write()),
             other => other,
         };
@@ -460,8 +460,11 @@ impl Open {
 }
 
 impl ReadOnly {
-    fn keep(sock: TcpStream, readable: bool, fin_queued: bool) -> ReadOnly {
-        ReadOnly { sock, readable, fin_queued, eof: false, failed: false, drained: 0 }
+    /// The read state carries over from the open side: `readable` (see
+    /// `shut`) and an EOF already read, which must close the socket rather
+    /// than wait for an edge that will not come.
+    fn keep(sock: TcpStream, readable: bool, fin_queued: bool, eof: bool) -> ReadOnly {
+        ReadOnly { sock, readable, fin_queued, eof, failed: false, drained: 0 }
     }
 
     /// Shut the write half: the client sees our FIN after every byte we
@@ -469,20 +472,20 @@ impl ReadOnly {
     /// `readable` carries over: a socket already drained gets a new edge
     /// when the client's next bytes or FIN arrive, so reading it now would
     /// only find nothing.
-    fn shut(sock: TcpStream, readable: bool, fin_queued: bool) -> ReadOnly {
+    fn shut(sock: TcpStream, readable: bool, fin_queued: bool, eof: bool) -> ReadOnly {
         let failed = sock.shutdown(Shutdown::Write).is_err();
-        ReadOnly { sock, readable, fin_queued, eof: false, failed, drained: 0 }
+        ReadOnly { sock, readable, fin_queued, eof, failed, drained: 0 }
     }
 
     fn shut_write(self) -> ReadOnly {
-        let mut r = ReadOnly::shut(self.sock, self.readable, self.fin_queued);
+        let mut r = ReadOnly::shut(self.sock, self.readable, self.fin_queued, self.eof);
         r.drained = self.drained;
         r
     }
 
     /// Whether the next turn has anything to do for this socket.
     pub fn needs_turn(&self) -> bool {
-        self.readable || self.failed
+        self.readable || self.failed || self.eof
     }
 
     /// Read and discard, up to `budget` bytes.

@@ -251,8 +251,12 @@ impl Server {
         if self.now >= self.wall_due {
             let wall = SystemTime::now();
             self.date.update(wall);
+            // Both clocks are whole milliseconds rounded down, so the second
+            // may turn up to 1 ms before `now + 1000 - into_second`: check
+            // from a millisecond early (a few more reads, never a stale
+            // `Date`).
             let into_second = wall.duration_since(UNIX_EPOCH).map_or(0, |d| u64::from(d.subsec_millis()));
-            self.wall_due = self.now + (1000 - into_second);
+            self.wall_due = self.now + (999 - into_second);
         }
         let slots = self.live() as f64 / self.cfg.max_conns as f64;
         let memory = (self.pool.out * self.bufs_nominal) as f64 / self.cfg.max_buffer_memory as f64;
@@ -1026,9 +1030,9 @@ impl Server {
         self.push_if_closing_work(key);
     }
 
-    /// A closing socket needs a turn only if it may hold bytes or a FIN
-    /// (or its shutdown failed); a drained one waits for its next edge
-    /// instead of costing a read that finds nothing.
+    /// A closing socket needs a turn only if it may hold bytes or a FIN, or
+    /// it is already done with (EOF read, shutdown failed); a drained one
+    /// waits for its next edge instead of costing a read that finds nothing.
     fn push_if_closing_work(&mut self, key: usize) {
         if let Some(Conn { side: Side::AwaitFin(r) | Side::Lingering(r), .. }) = self.conns.get(key)
             && r.needs_turn()

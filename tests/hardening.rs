@@ -57,7 +57,12 @@ fn sigterm_finishes_in_flight_answers_held_ends_streams_closes_idle_and_exits_0(
     let body_at = support::find(&all, b"\r\n\r\n").unwrap() + 4;
     assert!(all[body_at..] == big[..], "in-flight body complete");
 
+    // The clients close their ends: the server, left with nothing, exits
+    // (with them still open it would wait out --shutdown-timeout).
+    drop((in_flight, idle, held, stream));
+    let started = Instant::now();
     assert_eq!(server.wait_exit(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(4), "exited only at the shutdown timeout");
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Upper bound on any single wait in the tests: generous, never slept.
@@ -15,7 +16,12 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// The tail of the server's log (stderr), shown when it exits badly.
+    log: Arc<Mutex<Vec<u8>>>,
 }
+
+/// How much of the server's log to keep.
+const LOG_TAIL: usize = 64 * 1024;
 
 impl Server {
     pub fn start(args: &[&str]) -> Server {
@@ -24,11 +30,24 @@ impl Server {
 
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_linger"));
-        cmd.args(["--listen", "127.0.0.1:0"]).args(args).stdout(Stdio::piped()).stderr(Stdio::null());
+        cmd.args(["--listen", "127.0.0.1:0"]).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn linger");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        // Drained all along, so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut chunk) {
+                let mut kept = sink.lock().unwrap();
+                kept.extend_from_slice(&chunk[..n]);
+                let excess = kept.len().saturating_sub(LOG_TAIL);
+                kept.drain(..excess);
+            }
+        });
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read listening line");
@@ -38,7 +57,7 @@ impl Server {
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .parse()
             .expect("address");
-        Server { child, addr }
+        Server { child, addr, log }
     }
 
     pub fn connect(&self) -> TcpStream {
@@ -115,6 +134,11 @@ impl Server {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                if !status.success() {
+                    // The test fails on the status; say why the server ended.
+                    let log = self.log.lock().unwrap();
+                    eprintln!("server exited with {status}; its log ends:\n{}", String::from_utf8_lossy(&log));
+                }
                 return status.code();
             }
             assert!(Instant::now() < deadline, "server did not exit");
