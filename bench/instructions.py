@@ -4,9 +4,11 @@
 usage: instructions.py PORT SCENARIO COUNT
 
 SCENARIO is "serial" (one connection, one request at a time: every request
-costs a whole loop turn) or "pipelined" (100 connections, 16 requests
-written at once on each, all answered before the next batch). COUNT is
-the number of requests, a multiple of 1600 for "pipelined". Every response
+costs a whole loop turn), "concurrent" (100 connections, one request on
+each written at once, all answered before the next round: turns shared by
+many connections, as with wrk at 100 connections) or "pipelined" (100
+connections, 16 requests written at once on each). COUNT is the number of
+requests, a multiple of 100 for "concurrent" and of 1600 for "pipelined". Every response
 must be a 200 carrying the 13-byte /hello.txt, or the script fails: a count
 of instructions means nothing over failed requests.
 """
@@ -65,15 +67,16 @@ def main():
         for _ in range(count):
             sock.sendall(request)
             await_responses(sock, 1)
-    elif scenario == "pipelined":
-        if count % (CONNS * DEPTH):
-            sys.exit(f"pipelined COUNT must be a multiple of {CONNS * DEPTH}")
+    elif scenario in ("concurrent", "pipelined"):
+        depth = DEPTH if scenario == "pipelined" else 1
+        if count % (CONNS * depth):
+            sys.exit(f"{scenario} COUNT must be a multiple of {CONNS * depth}")
         socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(CONNS)]
-        for _ in range(count // (CONNS * DEPTH)):
+        for _ in range(count // (CONNS * depth)):
             for sock in socks:
-                sock.sendall(request * DEPTH)
+                sock.sendall(request * depth)
             for sock in socks:
-                await_responses(sock, DEPTH)
+                await_responses(sock, depth)
     else:
         sys.exit(f"unknown scenario {scenario}")
 

@@ -9,14 +9,16 @@
 #
 #   bench/instructions.sh            # about 2 minutes
 #
-# Environment: SERIAL (2000 requests), PIPELINED (32000 requests, a
-# multiple of 1600), ONLY_SERVERS (e.g. "linger,yardstick"), BASE_PORT,
+# Environment: SERIAL (2000 requests), CONCURRENT (20000, a multiple of
+# 100), PIPELINED (32000, a multiple of 1600), ONLY_SERVERS (e.g. "linger,yardstick"), BASE_PORT,
 # LINGER_BUILD, LINGER_BIN, LINGER_ARGS, YARDSTICK, KEEP_WORK as in
 # compare.sh.
 #
 # Scenarios (bench/instructions.py): "serial", one connection sending one
 # request at a time, so every request pays a whole turn of the event loop;
-# "pipelined", 100 connections with 16 requests written at once on each.
+# "concurrent", 100 connections with one request written on each at once,
+# so turns are shared as with wrk at 100 connections; "pipelined", 100
+# connections with 16 requests written at once on each.
 # Each server is warmed up first (file caches, dates), its counters are
 # zeroed, the scenario runs, and the counters are dumped: start-up costs
 # are not in the figures. Output: bench/results/YYYY-MM-DD-instructions.md.
@@ -26,11 +28,13 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SERIAL=${SERIAL:-2000}
+CONCURRENT=${CONCURRENT:-20000}
 PIPELINED=${PIPELINED:-32000}
 SERVERS=(linger nginx lighttpd yardstick)
 if [[ -n ${ONLY_SERVERS:-} ]]; then
   IFS=, read -r -a SERVERS <<<"$ONLY_SERVERS"
 fi
+((CONCURRENT % 100 == 0)) || die "CONCURRENT must be a multiple of 100"
 ((PIPELINED % 1600 == 0)) || die "PIPELINED must be a multiple of 1600"
 
 bench_setup
@@ -47,7 +51,13 @@ prepare_servers
 # follows it without tracing children.
 sed -i '1i master_process off;' "$WORK/nginx/nginx.conf"
 DRIVER=$BENCH_DIR/instructions.py
-declare -A COUNT=([serial]=$SERIAL [pipelined]=$PIPELINED)
+SCENARIOS=(serial concurrent pipelined)
+declare -A COUNT=([serial]=$SERIAL [concurrent]=$CONCURRENT [pipelined]=$PIPELINED)
+declare -A LABEL=(
+  [serial]="one request at a time, 1 connection"
+  [concurrent]="one request at a time on each of 100 connections"
+  [pipelined]="pipelined ×16, 100 connections"
+)
 declare -A IPR=() # "server scenario" -> instructions per request
 
 # Start one server under callgrind, wait until it serves.
@@ -58,6 +68,7 @@ start_counted() {
   # start_server's own check may have been the first request: warm up
   # both scenarios so caches and dates are in place before counting.
   python3 "$DRIVER" "${PORT[$name]}" serial 50
+  python3 "$DRIVER" "${PORT[$name]}" concurrent 200
   python3 "$DRIVER" "${PORT[$name]}" pipelined 1600
 }
 
@@ -85,7 +96,7 @@ for name in "${SERVERS[@]}"; do
     continue
   fi
   pid=${SPID[$name]}
-  for scenario in serial pipelined; do
+  for scenario in "${SCENARIOS[@]}"; do
     callgrind_control -z "$pid" >/dev/null 2>&1
     python3 "$DRIVER" "${PORT[$name]}" "$scenario" "${COUNT[$scenario]}"
     dump_counts "$name" "$pid"
@@ -98,6 +109,7 @@ for name in "${SERVERS[@]}"; do
   stop_server "$name"
 done
 record_cmd "python3 bench/instructions.py PORT serial $SERIAL"
+record_cmd "python3 bench/instructions.py PORT concurrent $CONCURRENT"
 record_cmd "python3 bench/instructions.py PORT pipelined $PIPELINED"
 record_cmd "callgrind_control -z PID; (scenario); callgrind_control -d PID"
 
@@ -120,10 +132,8 @@ out=$RESULTS_DIR/$(date +%F)-instructions.md
   echo
   echo "| scenario | requests | linger | nginx | lighttpd | yardstick | linger ÷ yardstick | ÷ nginx | ÷ lighttpd |"
   echo "|---|---|---|---|---|---|---|---|---|"
-  for scenario in serial pipelined; do
-    label="one request at a time, 1 connection"
-    [[ $scenario == pipelined ]] && label="pipelined ×16, 100 connections"
-    echo "| $label | ${COUNT[$scenario]} | $(cell linger "$scenario") | $(cell nginx "$scenario") | $(cell lighttpd "$scenario") | $(cell yardstick "$scenario") | $(ratio "$scenario" yardstick) | $(ratio "$scenario" nginx) | $(ratio "$scenario" lighttpd) |"
+  for scenario in "${SCENARIOS[@]}"; do
+    echo "| ${LABEL[$scenario]} | ${COUNT[$scenario]} | $(cell linger "$scenario") | $(cell nginx "$scenario") | $(cell lighttpd "$scenario") | $(cell yardstick "$scenario") | $(ratio "$scenario" yardstick) | $(ratio "$scenario" nginx) | $(ratio "$scenario" lighttpd) |"
   done
   if [[ -f $WORK/linger-pipelined.callgrind ]]; then
     echo
