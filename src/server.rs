@@ -1080,8 +1080,8 @@ pub enum SubEnd {
 struct Millis {
     idle: u64,
     min_idle: u64,
-    /// Per timer class (`Class as usize`); the idle slot is unused, the
-    /// idle timeout adapts (`Server::idle_timeout_ms`).
+    /// Per timer class (`Class as usize`); the idle timeout adapts and
+    /// is not here.
     class: [u64; CLASSES.len()],
 }
 
@@ -1092,7 +1092,8 @@ impl Millis {
         for c in CLASSES {
             class[c as usize] = match c {
                 Class::Header => ms(cfg.header_timeout),
-                Class::Idle => ms(cfg.idle_timeout),
+                // Adapts to load: `Server::idle_timeout_ms`.
+                Class::Idle => 0,
                 Class::Send => ms(cfg.send_timeout),
                 Class::CloseWait => CLIENT_FIRST_GRACE_MS,
                 Class::Linger => ms(cfg.linger_timeout),
