@@ -66,7 +66,7 @@ start_counted() {
   SCMD["$name"]="valgrind --tool=callgrind --callgrind-out-file=$WORK/cg.$name --dump-instr=no ${SCMD[$name]}"
   start_server "$name" || return 1
   # start_server's own check may have been the first request: warm up
-  # both scenarios so caches and dates are in place before counting.
+  # every scenario so caches and dates are in place before counting.
   python3 "$DRIVER" "${PORT[$name]}" serial 50
   python3 "$DRIVER" "${PORT[$name]}" concurrent 200
   python3 "$DRIVER" "${PORT[$name]}" pipelined 1600
@@ -80,13 +80,14 @@ dump_counts() {
   callgrind_control -d "$pid" >/dev/null 2>&1
   # Callgrind numbers its dumps from 1: this one is the next number.
   LAST_DUMP=$WORK/cg.$name.$((before + 1))
+  # The totals line comes last: wait for it, not just for the file.
   local i
-  for ((i = 0; i < 100; i++)); do
-    [[ -s $LAST_DUMP ]] && break
-    sleep 0.1
+  LAST_TOTAL=
+  for ((i = 0; i < 100 && ${#LAST_TOTAL} == 0; i++)); do
+    ((i == 0)) || sleep 0.1
+    LAST_TOTAL=$(awk '/^totals:/ { print $2; exit }' "$LAST_DUMP" 2>/dev/null || true)
   done
-  [[ -s $LAST_DUMP ]] || die "callgrind wrote no dump $LAST_DUMP"
-  LAST_TOTAL=$(awk '/^(summary|totals):/ { print $2; exit }' "$LAST_DUMP")
+  [[ -n $LAST_TOTAL ]] || die "callgrind wrote no complete dump $LAST_DUMP"
 }
 
 for name in "${SERVERS[@]}"; do
