@@ -28,6 +28,7 @@ pub struct Config {
     pub sse_ping: Duration,
     pub stream_lifetime: Duration,
     pub channel_history: usize,
+    pub max_channels: usize,
     pub publish_token: Option<String>,
     pub shutdown_timeout: Duration,
     /// Test-only: close abortively instead of lingering, to prove the
@@ -69,6 +70,12 @@ impl Default for Config {
             // intermediaries release what they buffered.
             stream_lifetime: Duration::from_secs(300),
             channel_history: 100,
+            // Any client may name a new channel by subscribing to it: a
+            // bound keeps that from growing memory without end. A channel
+            // costs about 200 bytes before its history (which all channels
+            // share a 32 MiB budget for), so the default bounds the records
+            // near 2 MiB.
+            max_channels: 10_000,
             publish_token: None,
             shutdown_timeout: Duration::from_secs(10),
             abortive_close: false,
@@ -135,6 +142,7 @@ fn options() -> Options {
         "SECS",
     );
     o.optopt("", "channel-history", &format!("messages kept per channel [{}]", d.channel_history), "N");
+    o.optopt("", "max-channels", &format!("channels at once; a new one past it gets 503 [{}]", d.max_channels), "N");
     o.optopt("", "publish-token", "require 'Authorization: Bearer TOKEN' to publish [loopback only]", "TOKEN");
     o.optopt(
         "",
@@ -203,6 +211,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     c.sse_ping = seconds(&m, "sse-ping", c.sse_ping)?;
     c.stream_lifetime = seconds(&m, "stream-lifetime", c.stream_lifetime)?;
     c.channel_history = number(&m, "channel-history", c.channel_history, 1, 1_000_000)?;
+    c.max_channels = number(&m, "max-channels", c.max_channels, 1, 10_000_000)?;
     c.publish_token = m.opt_str("publish-token");
     c.shutdown_timeout = seconds(&m, "shutdown-timeout", c.shutdown_timeout)?;
     if c.publish_token.as_deref() == Some("") {

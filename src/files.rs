@@ -26,8 +26,11 @@ use crate::site;
 pub const SMALL_FILE: u64 = 64 * 1024;
 /// Bound on cached small-file bodies; past it the cache starts over.
 const MAX_CACHED_BYTES: usize = 64 * 1024 * 1024;
-/// Bound on cache entries (each may hold a descriptor).
+/// Bound on cache entries.
 const MAX_ENTRIES: usize = 4096;
+/// Bound on open descriptors the cache keeps (one per large file served):
+/// counted in the server's descriptor budget (`admission::SPARE_FDS`).
+pub const MAX_OPEN_FILES: usize = 256;
 
 /// FNV-1a: request paths are short and come from a trusted cache key
 /// space (only paths that resolved to files are stored), so a fast hash

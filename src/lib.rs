@@ -1,25 +1,34 @@
 //! linger: a single-threaded, event-driven HTTP/1.1 server that gets
-//! connection management right. Start at `server.rs` (the loop), then
-//! `conn.rs` (a connection's sides), `sched.rs` and `lru.rs` (the
-//! scheduler and the timer lists), `service.rs` and `http/` (the pure
-//! protocol core).
+//! connection management right. Start at `server.rs` (the loop and its
+//! phases), then `conn/` (a connection's states and `decide`, where it
+//! goes after a turn), `transition.rs` (the one function that moves it),
+//! `sched.rs` and `timers.rs` (the scheduler and the state lists),
+//! `session.rs`, `service.rs` and `http/` (the sans-IO protocol side).
 
 // One panic in a single-threaded server drops every connection: no
 // unwrap/expect outside tests; each remaining invariant says why it holds.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod access_log;
+pub mod admission;
+pub mod clock;
+pub mod closing;
 pub mod config;
 pub mod conn;
+pub mod delivery;
 pub mod files;
 pub mod http;
-pub mod lru;
+pub mod list;
 pub mod policy;
+pub mod pool;
 pub mod pubsub;
 pub mod replay;
 pub mod sched;
 pub mod server;
 pub mod service;
+pub mod session;
 pub mod site;
 pub mod status;
 pub mod sys;
+pub mod timers;
+pub mod transition;

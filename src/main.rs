@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use linger::config::{self, Command};
 use linger::server::Server;
+use linger::sys;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,6 +32,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = sys::shutdown_signals().and_then(|fd| server.watch_signals(fd)) {
+        eprintln!("linger: signals: {e}");
+        return ExitCode::from(1);
+    }
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "listening on http://{}", server.local_addr());
     let _ = stdout.flush();

@@ -35,6 +35,10 @@ pub const POOL_MIN_FREE: usize = 64;
 /// gracefully (it can resume from history with `Last-Event-ID`) rather
 /// than let its queue grow without bound.
 pub const SUB_MAX_QUEUE: u64 = 256 * 1024;
+/// A subscriber's queued output is kept in segments of about this size,
+/// so that letting a slow one go can drop what is unsent without cutting
+/// a message in half (`Output::truncate_after_front`).
+pub const SUB_SEGMENT: usize = 16 * 1024;
 /// Default `Retry-After` for 503s at the door, in seconds.
 pub const RETRY_AFTER_SECS: u64 = 1;
 

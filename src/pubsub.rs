@@ -1,19 +1,23 @@
 //! Named channels for long polling, streaming and Server-Sent Events (RFC
 //! 6202), inside the one event loop. This module is the data: channels,
 //! their history rings and subscriber lists, and the wire formats of each
-//! mode. The server moves connections in and out of subscriptions.
+//! mode. The reactor (`delivery.rs`) moves connections in and out of
+//! subscriptions; the session writes what a subscriber receives.
 //!
-//! Costs: publish is O(subscribers) (each gets the message written into
-//! its output); subscribe and unsubscribe are O(1) (a subscriber knows its
-//! index in the channel's list and `swap_remove` fixes the moved one); a
-//! `since` query is O(history).
+//! Costs: publish is O(1) here, delivery O(subscribers) (each gets the
+//! message written into its output); subscribe and unsubscribe are O(1):
+//! subscribers sit on an intrusive list per channel (`list.rs`), so leaving
+//! needs no index kept anywhere else; a `since` query is O(history).
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
+use slab::Slab;
+
 use crate::files::Fnv;
 use crate::http::body::encode_chunk;
 use crate::http::reply::push_decimal;
+use crate::list::{Ends, Links};
 
 /// All channels' messages together stay under this many bytes; past it the
 /// oldest messages of the largest channel go first.
@@ -27,16 +31,20 @@ pub const MAX_NAME: usize = 64;
 /// The reconnection delay SSE clients are told (`retry:`), in ms.
 pub const SSE_RETRY_MS: u64 = 2000;
 
+/// A channel's slot: stable while the channel exists (a channel with
+/// subscribers or a fresh message is never dropped).
+pub type ChannelId = u32;
+
 pub struct Message {
     pub id: u64,
     pub data: Box<str>,
 }
 
 pub struct Channel {
+    pub name: Box<str>,
     pub last_id: u64,
     history: VecDeque<Rc<Message>>,
-    /// Connection keys of the subscribers.
-    pub subscribers: Vec<usize>,
+    subscribers: Ends,
     last_activity: u64,
 }
 
@@ -49,8 +57,17 @@ impl Channel {
         self.history.iter().skip(skip)
     }
 
+    /// The message with id `id`, if still in history.
+    pub fn message(&self, id: u64) -> Option<&Rc<Message>> {
+        self.since(id.saturating_sub(1)).next().filter(|m| m.id == id)
+    }
+
     pub fn history_len(&self) -> usize {
         self.history.len()
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.len()
     }
 }
 
@@ -65,23 +82,56 @@ pub enum Mode {
     Sse,
 }
 
-#[derive(Default)]
+/// Every channel exists: no new one may be made until some are dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooManyChannels;
+
 pub struct PubSub {
-    channels: HashMap<Box<str>, Channel, std::hash::BuildHasherDefault<Fnv>>,
+    by_name: HashMap<Box<str>, ChannelId, std::hash::BuildHasherDefault<Fnv>>,
+    channels: Slab<Channel>,
+    /// Subscriber lists, one node per connection key (a connection
+    /// subscribes to at most one channel at a time).
+    subscribers: Links,
     history_limit: usize,
+    max_channels: usize,
     memory: usize,
+    /// Messages published this turn, for the deliver phase.
+    fresh: Vec<(ChannelId, u64)>,
     pub published: u64,
     pub delivered: u64,
     pub dropped_slow: u64,
+    /// Channels refused for want of room (`--max-channels`).
+    pub refused: u64,
 }
 
 impl PubSub {
-    pub fn new(history_limit: usize) -> PubSub {
-        PubSub { history_limit, ..PubSub::default() }
+    pub fn new(history_limit: usize, max_channels: usize) -> PubSub {
+        PubSub {
+            by_name: HashMap::default(),
+            channels: Slab::new(),
+            subscribers: Links::default(),
+            history_limit,
+            max_channels,
+            memory: 0,
+            fresh: Vec::new(),
+            published: 0,
+            delivered: 0,
+            dropped_slow: 0,
+            refused: 0,
+        }
     }
 
+    pub fn find(&self, name: &str) -> Option<ChannelId> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn get(&self, id: ChannelId) -> Option<&Channel> {
+        self.channels.get(id as usize)
+    }
+
+    /// The channel named `name`, if it exists.
     pub fn channel(&self, name: &str) -> Option<&Channel> {
-        self.channels.get(name)
+        self.find(name).and_then(|id| self.get(id))
     }
 
     pub fn channels(&self) -> usize {
@@ -92,39 +142,53 @@ impl PubSub {
         self.memory
     }
 
-    fn entry(&mut self, name: &str, now: u64) -> &mut Channel {
-        // One small allocation per publish or subscribe: neither is the
-        // hot path, and the entry API keeps this panic-free.
-        self.channels.entry(name.into()).or_insert_with(|| Channel {
+    /// The channel named `name`, made if it does not exist and there is
+    /// room for it (`--max-channels`: each channel costs a map entry and a
+    /// record, and any client can name new ones).
+    pub fn open(&mut self, name: &str, now: u64) -> Result<ChannelId, TooManyChannels> {
+        if let Some(id) = self.find(name) {
+            return Ok(id);
+        }
+        if self.channels.len() >= self.max_channels {
+            self.refused += 1;
+            return Err(TooManyChannels);
+        }
+        let id = self.channels.insert(Channel {
+            name: name.into(),
             last_id: 0,
             history: VecDeque::new(),
-            subscribers: Vec::new(),
+            subscribers: Ends::default(),
             last_activity: now,
-        })
+        }) as ChannelId;
+        // One small allocation per new channel: not the hot path.
+        self.by_name.insert(name.into(), id);
+        Ok(id)
     }
 
-    /// Store a message; returns its id. Ids increase strictly per channel.
-    pub fn publish(&mut self, name: &str, data: &str, now: u64) -> u64 {
+    /// Store a message; returns its id. Ids increase by one per message in
+    /// each channel. The deliver phase is told through `take_fresh`.
+    pub fn publish(&mut self, id: ChannelId, data: &str, now: u64) -> u64 {
         let limit = self.history_limit;
-        let ch = self.entry(name, now);
+        let Some(ch) = self.channels.get_mut(id as usize) else { return 0 };
         ch.last_id += 1;
-        let id = ch.last_id;
+        let msg_id = ch.last_id;
         ch.last_activity = now;
-        ch.history.push_back(Rc::new(Message { id, data: data.into() }));
+        ch.history.push_back(Rc::new(Message { id: msg_id, data: data.into() }));
         let mut freed = 0;
         while ch.history.len() > limit {
             freed += ch.history.pop_front().map_or(0, |m| m.data.len());
         }
         self.memory = self.memory + data.len() - freed;
         self.published += 1;
+        self.fresh.push((id, msg_id));
         self.enforce_budget();
-        id
+        msg_id
     }
 
     /// Past the budget, trim the channel holding the most history.
     fn enforce_budget(&mut self) {
         while self.memory > MEMORY_BUDGET {
-            let Some(ch) = self.channels.values_mut().max_by_key(|c| c.history.len()) else { return };
+            let Some((_, ch)) = self.channels.iter_mut().max_by_key(|(_, c)| c.history.len()) else { return };
             match ch.history.pop_front() {
                 Some(m) => self.memory -= m.data.len(),
                 None => return,
@@ -132,36 +196,67 @@ impl PubSub {
         }
     }
 
-    /// Add a subscriber; returns its index in the channel's list.
-    pub fn subscribe(&mut self, name: &str, key: usize, now: u64) -> usize {
-        let ch = self.entry(name, now);
-        ch.subscribers.push(key);
-        ch.subscribers.len() - 1
+    /// What was published since the last call, oldest first (swapped with
+    /// `into`, which must be empty, so the two vectors are reused).
+    pub fn take_fresh(&mut self, into: &mut Vec<(ChannelId, u64)>) {
+        std::mem::swap(&mut self.fresh, into);
     }
 
-    /// Remove the subscriber at `index`; returns the key that moved into
-    /// that index (its stored index must be updated), if any.
-    pub fn unsubscribe(&mut self, name: &str, index: usize, now: u64) -> Option<usize> {
-        let ch = self.channels.get_mut(name)?;
-        if index >= ch.subscribers.len() {
-            return None;
+    /// Add connection `key` to channel `id`'s subscribers. A key on
+    /// another channel's list is moved.
+    pub fn subscribe(&mut self, id: ChannelId, key: usize, now: u64) {
+        self.unsubscribe(key, now);
+        if let Some(ch) = self.channels.get_mut(id as usize) {
+            self.subscribers.push_back(&mut ch.subscribers, id, key, now);
         }
-        ch.subscribers.swap_remove(index);
+    }
+
+    /// Take connection `key` off its channel's list, if it is on one. A
+    /// channel left with no subscribers and no message is dropped at once:
+    /// subscribing to a name nobody publishes to leaves nothing behind.
+    pub fn unsubscribe(&mut self, key: usize, now: u64) {
+        let Some(id) = self.subscribers.list_of(key) else { return };
+        let Some(ch) = self.channels.get_mut(id as usize) else { return };
+        self.subscribers.unlink(&mut ch.subscribers, id, key);
         ch.last_activity = now;
-        ch.subscribers.get(index).copied()
+        if ch.subscribers.is_empty() && ch.last_id == 0 {
+            self.drop_channel(id);
+        }
+    }
+
+    /// The channel `key` is subscribed to.
+    pub fn subscribed_to(&self, key: usize) -> Option<ChannelId> {
+        self.subscribers.list_of(key)
+    }
+
+    /// The first subscriber of channel `id` (subscription order).
+    pub fn first_subscriber(&self, id: ChannelId) -> Option<usize> {
+        self.channels.get(id as usize).and_then(|c| c.subscribers.front())
+    }
+
+    /// The subscriber after `key` on its channel's list.
+    pub fn next_subscriber(&self, key: usize) -> Option<usize> {
+        self.subscribers.next(key)
+    }
+
+    fn drop_channel(&mut self, id: ChannelId) {
+        if let Some(ch) = self.channels.try_remove(id as usize) {
+            self.memory -= ch.history.iter().map(|m| m.data.len()).sum::<usize>();
+            self.by_name.remove(&ch.name);
+        }
     }
 
     /// Drop channels nobody listens to and nobody has written to lately.
     pub fn collect_idle(&mut self, now: u64) {
-        let mut freed = 0;
-        self.channels.retain(|_, ch| {
-            let keep = !ch.subscribers.is_empty() || now.saturating_sub(ch.last_activity) < CHANNEL_IDLE_MS;
-            if !keep {
-                freed += ch.history.iter().map(|m| m.data.len()).sum::<usize>();
-            }
-            keep
-        });
-        self.memory -= freed;
+        let idle: Vec<ChannelId> = self
+            .channels
+            .iter()
+            .filter(|(_, ch)| ch.subscribers.is_empty() && now.saturating_sub(ch.last_activity) >= CHANNEL_IDLE_MS)
+            .map(|(id, _)| id as ChannelId)
+            .collect();
+        for id in idle {
+            self.drop_channel(id);
+        }
     }
 }
 
@@ -266,14 +361,19 @@ pub fn stream_payload(mode: Mode, m: &Message) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    fn publish(ps: &mut PubSub, name: &str, data: &str) -> u64 {
+        let id = ps.open(name, 0).unwrap();
+        ps.publish(id, data, 0)
+    }
+
     #[test]
     fn ids_increase_per_channel_and_history_is_a_ring() {
-        let mut ps = PubSub::new(3);
-        assert_eq!(ps.publish("a", "1", 0), 1);
-        assert_eq!(ps.publish("a", "2", 0), 2);
-        assert_eq!(ps.publish("b", "x", 0), 1);
+        let mut ps = PubSub::new(3, 100);
+        assert_eq!(publish(&mut ps, "a", "1"), 1);
+        assert_eq!(publish(&mut ps, "a", "2"), 2);
+        assert_eq!(publish(&mut ps, "b", "x"), 1);
         for i in 3..=5 {
-            ps.publish("a", &i.to_string(), 0);
+            publish(&mut ps, "a", &i.to_string());
         }
         let ch = ps.channel("a").unwrap();
         let ids: Vec<u64> = ch.since(0).map(|m| m.id).collect();
@@ -281,37 +381,70 @@ mod tests {
         assert_eq!(ch.since(4).map(|m| m.id).collect::<Vec<_>>(), [5]);
         assert_eq!(ch.since(5).count(), 0);
         assert_eq!(ch.since(99).count(), 0);
+        assert_eq!(ch.message(4).map(|m| m.id), Some(4));
+        assert!(ch.message(2).is_none());
         assert_eq!(ps.memory(), 4);
+        let mut fresh = Vec::new();
+        ps.take_fresh(&mut fresh);
+        assert_eq!(fresh.len(), 6);
     }
 
     #[test]
-    fn subscribers_swap_remove() {
-        let mut ps = PubSub::new(10);
-        assert_eq!(ps.subscribe("c", 7, 0), 0);
-        assert_eq!(ps.subscribe("c", 8, 0), 1);
-        assert_eq!(ps.subscribe("c", 9, 0), 2);
-        assert_eq!(ps.unsubscribe("c", 0, 0), Some(9));
-        assert_eq!(ps.channel("c").unwrap().subscribers, [9, 8]);
-        assert_eq!(ps.unsubscribe("c", 1, 0), None);
+    fn subscribers_are_a_list_and_leaving_needs_no_index() {
+        let mut ps = PubSub::new(10, 100);
+        let c = ps.open("c", 0).unwrap();
+        for key in [7, 8, 9] {
+            ps.subscribe(c, key, 0);
+        }
+        ps.unsubscribe(7, 0);
+        ps.unsubscribe(7, 0);
+        let mut keys = Vec::new();
+        let mut k = ps.first_subscriber(c);
+        while let Some(key) = k {
+            keys.push(key);
+            k = ps.next_subscriber(key);
+        }
+        assert_eq!(keys, [8, 9]);
+        assert_eq!(ps.get(c).unwrap().subscribers(), 2);
+        assert_eq!(ps.subscribed_to(9), Some(c));
+    }
+
+    /// Defect 14.6: any client could create channels without limit, and a
+    /// subscription to a channel nobody publishes to stayed for minutes.
+    #[test]
+    fn an_unused_channel_leaves_nothing_and_the_count_is_bounded() {
+        let mut ps = PubSub::new(10, 2);
+        let a = ps.open("a", 0).unwrap();
+        ps.subscribe(a, 1, 0);
+        assert_eq!(ps.channels(), 1);
+        ps.unsubscribe(1, 0);
+        assert_eq!(ps.channels(), 0, "no message, no subscriber: gone at once");
+        publish(&mut ps, "kept", "m");
+        ps.open("b", 0).unwrap();
+        assert_eq!(ps.open("c", 0), Err(TooManyChannels));
+        assert_eq!(ps.refused, 1);
+        assert!(ps.open("kept", 0).is_ok(), "an existing channel is always found");
     }
 
     #[test]
     fn idle_channels_are_collected() {
-        let mut ps = PubSub::new(10);
-        ps.publish("old", "m", 0);
-        ps.subscribe("watched", 1, 0);
+        let mut ps = PubSub::new(10, 100);
+        publish(&mut ps, "old", "m");
+        publish(&mut ps, "watched", "m");
+        let w = ps.find("watched").unwrap();
+        ps.subscribe(w, 1, 0);
         ps.collect_idle(CHANNEL_IDLE_MS + 1);
         assert!(ps.channel("old").is_none());
         assert!(ps.channel("watched").is_some());
-        assert_eq!(ps.memory(), 0);
+        assert_eq!(ps.memory(), 1);
     }
 
     #[test]
     fn memory_budget_drops_oldest() {
-        let mut ps = PubSub::new(usize::MAX);
+        let mut ps = PubSub::new(usize::MAX, 100);
         let big = "x".repeat(MAX_MESSAGE);
         for _ in 0..(MEMORY_BUDGET / MAX_MESSAGE + 10) {
-            ps.publish("a", &big, 0);
+            publish(&mut ps, "a", &big);
         }
         assert!(ps.memory() <= MEMORY_BUDGET);
         let ch = ps.channel("a").unwrap();

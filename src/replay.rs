@@ -1,6 +1,7 @@
 //! Drive the service from byte pieces the way the server does (buffer,
 //! serve until it needs input, consume what it says), with no sockets. The
-//! property test and the fuzz target use it: bytes in, responses out.
+//! property test, the fuzz target and the service's own tests use it:
+//! bytes in, responses out.
 
 use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
@@ -10,25 +11,63 @@ use crate::http::reply::http_date;
 use crate::http::{Output, Proto};
 use crate::pubsub::PubSub;
 use crate::service::{Ctx, Limits, Service, Step};
-use crate::status::Stats;
+use crate::session::Turn;
+use crate::status::{Counters, Gauges};
 
-/// A service over the built-in site with small limits, so that limits are
-/// reached by small inputs.
-pub fn small_service() -> Service {
-    let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    // The built-in site needs no file system: cannot fail.
-    let files = Files::new(None, now).unwrap_or_else(|e| panic!("built-in site: {e}"));
-    let limits = Limits { max_head: 1024, max_body: 4096, max_requests: 50 };
-    Service::new(files, limits, None, PubSub::new(8), None)
+/// A service and the state it works on, outside any server.
+pub struct World {
+    pub service: Service,
+    pub channels: PubSub,
+    pub stats: Counters,
+    pub turn: Turn,
+    pub now_secs: u64,
+}
+
+impl World {
+    /// The built-in site with the given limits.
+    pub fn new(limits: Limits) -> World {
+        let now_secs = 1_700_000_000;
+        let now = UNIX_EPOCH + Duration::from_secs(now_secs);
+        // The built-in site needs no file system: cannot fail.
+        let files = Files::new(None, now).unwrap_or_else(|e| panic!("built-in site: {e}"));
+        World {
+            service: Service::new(files, limits, None, None),
+            channels: PubSub::new(8, 1000),
+            stats: Counters::default(),
+            turn: Turn { date: http_date(now), now: 0, idle_timeout_secs: 60, max_requests: limits.max_requests },
+            now_secs,
+        }
+    }
+
+    /// Small limits, so that limits are reached by small inputs.
+    pub fn small() -> World {
+        World::new(Limits { max_head: 1024, max_body: 4096, max_requests: 50 })
+    }
+
+    /// One serve step for a client at `peer`.
+    pub fn serve(&mut self, proto: &mut Proto, input: &[u8], out: &mut Output, peer: SocketAddr) -> (usize, Step) {
+        let gauges = Gauges::default;
+        let mut ctx = Ctx {
+            turn: &self.turn,
+            now_secs: self.now_secs,
+            peer,
+            stats: &mut self.stats,
+            channels: &mut self.channels,
+            gauges: &gauges,
+        };
+        self.service.serve_one(proto, input, out, &mut ctx)
+    }
+}
+
+/// A loopback client, as most tests use.
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9))
 }
 
 /// Feed `pieces` one after another; return everything written.
 /// Panics if the service breaks its own contract (consumes more than it
 /// was given), which is what a fuzzer should find.
-pub fn replay(service: &mut Service, pieces: &[&[u8]]) -> Vec<u8> {
-    let date = http_date(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-    let peer: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9));
-    let mut stats = Stats::default();
+pub fn replay(world: &mut World, pieces: &[&[u8]]) -> Vec<u8> {
     let mut proto = Proto::new();
     let mut out = Output::default();
     let mut input = Vec::new();
@@ -36,10 +75,8 @@ pub fn replay(service: &mut Service, pieces: &[&[u8]]) -> Vec<u8> {
     'pieces: for piece in pieces {
         input.extend_from_slice(piece);
         loop {
-            let mut ctx =
-                Ctx { now_secs: 1_700_000_000, now_ms: 0, date: &date, idle_timeout_secs: 60, peer, stats: &mut stats };
             let available = input.len() - start;
-            let (n, step) = service.serve_one(&mut proto, &input[start..], &mut out, &mut ctx);
+            let (n, step) = world.serve(&mut proto, &input[start..], &mut out, loopback());
             assert!(n <= available, "consumed {n} of {available}");
             start += n;
             match step {

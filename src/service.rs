@@ -13,12 +13,13 @@ use log::{debug, warn};
 
 use crate::access_log::AccessLog;
 use crate::files::{Files, Miss};
-use crate::http::body::BodyDecoder;
+use crate::http::body::{BodyDecoder, LAST_CHUNK};
 use crate::http::parse::{self, BodyLength, Head, Method, Parsed, Reject};
 use crate::http::reply;
-use crate::http::{CloseKind, Collecting, Output, Persist, Proto, Reading, Reply, Status};
-use crate::pubsub::{self, MAX_MESSAGE, Mode, PubSub};
-use crate::status::Stats;
+use crate::http::{CloseKind, Collecting, Discarding, Output, Persist, Proto, Reading, Reply, Status};
+use crate::pubsub::{self, ChannelId, MAX_MESSAGE, Mode, PubSub};
+use crate::session::Turn;
+use crate::status::{self, Counters, Gauges};
 
 /// The limits a request is held to.
 #[derive(Clone, Copy, Debug)]
@@ -30,20 +31,20 @@ pub struct Limits {
 
 /// What the world looks like for this request, passed in by the server.
 pub struct Ctx<'a> {
+    pub turn: &'a Turn,
+    /// Unix seconds of the turn's `Date` (file revalidation, the log).
     pub now_secs: u64,
-    /// Loop clock, milliseconds.
-    pub now_ms: u64,
-    pub date: &'a [u8; 29],
-    /// The idle timeout in force, for the `Keep-Alive` hint.
-    pub idle_timeout_secs: u64,
     pub peer: SocketAddr,
-    pub stats: &'a mut Stats,
+    pub stats: &'a mut Counters,
+    pub channels: &'a mut PubSub,
+    /// The gauges of `/_status`, computed only when asked for.
+    pub gauges: &'a dyn Fn() -> Gauges,
 }
 
 /// A subscription the server should hold open (`GET /sub/NAME`).
 #[derive(Debug, PartialEq, Eq)]
 pub struct SubStart {
-    pub channel: Box<str>,
+    pub channel: ChannelId,
     pub mode: Mode,
     /// Messages up to this id were delivered (or are not wanted).
     pub last_id: u64,
@@ -57,7 +58,7 @@ pub struct SubStart {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     /// A request was answered (its response is in the output), or its body
-    /// is being collected.
+    /// is being read.
     Answered,
     /// No complete request in the input: wait for more bytes.
     NeedInput,
@@ -69,16 +70,14 @@ pub enum Step {
 }
 
 pub struct Service {
-    pub files: Files,
-    pub limits: Limits,
-    pub log: Option<AccessLog>,
-    pub pubsub: PubSub,
+    files: Files,
+    limits: Limits,
+    log: Option<AccessLog>,
     /// `--publish-token`: when set, publishing needs `Authorization: Bearer`.
-    pub publish_token: Option<String>,
-    /// Messages published this turn, for the server to deliver.
-    pub fresh: Vec<(Box<str>, u64)>,
-    /// Shutting down: every response closes its connection.
-    pub draining: bool,
+    publish_token: Option<String>,
+    /// Shutting down: every response closes its connection, and nothing
+    /// new is held open.
+    draining: bool,
 }
 
 /// The methods a static resource allows.
@@ -87,6 +86,8 @@ const PUB_ALLOW: &[u8] = b"Allow: POST, OPTIONS\r\n";
 const SUB_ALLOW: &[u8] = b"Allow: GET, OPTIONS\r\n";
 /// Subscriber responses must not be cached (RFC 6202 §5.6).
 const NO_CACHE: &[u8] = b"Cache-Control: no-cache\r\n";
+/// A channel refused for want of room: try again later.
+const CHANNELS_FULL: &[u8] = b"Retry-After: 1\r\n";
 
 /// Which part of the server a path belongs to.
 enum Route<'a> {
@@ -111,35 +112,60 @@ impl<'a> Route<'a> {
 }
 
 impl Service {
-    pub fn new(files: Files, limits: Limits, log: Option<AccessLog>, pubsub: PubSub, token: Option<String>) -> Service {
-        Service { files, limits, log, pubsub, publish_token: token, fresh: Vec::new(), draining: false }
+    pub fn new(files: Files, limits: Limits, log: Option<AccessLog>, token: Option<String>) -> Service {
+        Service { files, limits, log, publish_token: token, draining: false }
     }
 
-    /// Consume input for at most one request: the rest of the previous
-    /// request's body, then one head, answered at once.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Shutting down: from now on every response says `Connection: close`
+    /// and subscriptions are answered at once instead of held.
+    pub fn set_draining(&mut self) {
+        self.draining = true;
+    }
+
+    /// Write what the access log buffered this turn (never blocks).
+    pub fn flush_log(&mut self) {
+        if let Some(log) = &mut self.log {
+            log.flush();
+        }
+    }
+
+    /// Access log lines dropped because the sink could not keep up.
+    pub fn log_dropped(&self) -> u64 {
+        self.log.as_ref().map_or(0, |l| l.dropped)
+    }
+
+    /// Consume input for at most one request: the rest of a body being
+    /// read, or one head, answered at once (or when its body is in).
     /// Returns the bytes consumed and what happened.
     pub fn serve_one(&mut self, proto: &mut Proto, input: &[u8], out: &mut Output, ctx: &mut Ctx<'_>) -> (usize, Step) {
-        let mut pos = 0;
         match &mut proto.reading {
-            Reading::Discard { decoder, left } => {
+            Reading::Discard(d) => {
                 let mut seen = 0u64;
-                match decoder.feed(input, |data| seen += data.len() as u64) {
-                    Ok(fed) if seen <= *left => {
-                        pos = fed.consumed;
-                        *left -= seen;
-                        if !fed.done {
-                            return (pos, Step::NeedInput);
-                        }
-                        proto.reading = Reading::Head;
+                return match d.decoder.feed(input, |data| seen += data.len() as u64) {
+                    Ok(fed) if seen <= d.left && !fed.done => {
+                        d.left -= seen;
+                        (fed.consumed, Step::NeedInput)
                     }
-                    // The response went out already: all that is left is to
-                    // stop reading and close gracefully.
-                    Ok(_) | Err(_) => {
-                        debug!("request body over limit or malformed while discarding");
-                        proto.finish(CloseKind::ServerFirst);
-                        return (input.len(), Step::Done);
+                    Ok(fed) if seen <= d.left => {
+                        let Reading::Discard(d) = std::mem::replace(&mut proto.reading, Reading::Head) else {
+                            unreachable!("matched Discard above")
+                        };
+                        (fed.consumed, self.answer_after_body(proto, &d.head, out, ctx))
                     }
-                }
+                    // Nothing was answered yet: the status can say why.
+                    Ok(_) => {
+                        self.fail(proto, Reject::new(Status::CONTENT_TOO_LARGE, "body over limit"), out, ctx);
+                        (input.len(), Step::Answered)
+                    }
+                    Err(e) => {
+                        self.fail(proto, Reject::new(Status::BAD_REQUEST, e.why()), out, ctx);
+                        (input.len(), Step::Answered)
+                    }
+                };
             }
             Reading::Collect(c) => {
                 let limit = c.limit;
@@ -161,39 +187,37 @@ impl Service {
                         (fed.consumed, Step::Answered)
                     }
                     Ok(_) => {
-                        self.reject(proto, Reject::new(Status::CONTENT_TOO_LARGE, "message too large"), out, ctx);
+                        self.fail(proto, Reject::new(Status::CONTENT_TOO_LARGE, "message too large"), out, ctx);
                         (input.len(), Step::Answered)
                     }
                     Err(e) => {
-                        self.reject(proto, Reject::new(Status::BAD_REQUEST, e.why()), out, ctx);
+                        self.fail(proto, Reject::new(Status::BAD_REQUEST, e.why()), out, ctx);
                         (input.len(), Step::Answered)
                     }
                 };
             }
-            Reading::Head | Reading::Done(_) => {}
+            Reading::Done(_) => return (input.len(), Step::Done),
+            Reading::Head => {}
         }
-        if proto.is_done() {
-            return (input.len(), Step::Done);
-        }
-        if pos == input.len() {
+        if input.is_empty() {
             // Everything read is answered: the usual end of a turn's work
             // on a connection, not worth a parse of nothing.
-            return (pos, Step::NeedInput);
+            return (0, Step::NeedInput);
         }
-        match parse::parse_head(&input[pos..], self.limits.max_head) {
-            Ok(Parsed::Partial) => (pos, Step::NeedInput),
+        match parse::parse_head(input, self.limits.max_head) {
+            Ok(Parsed::Partial) => (0, Step::NeedInput),
             Ok(Parsed::Head(head)) => {
                 let len = head.len;
-                let step = self.answer(proto, &head, out, ctx);
-                if matches!(proto.reading, Reading::Collect(_)) {
-                    // A publish whose body is already here completes in this
-                    // same step: one scheduler pass per request, as for any
-                    // other (a fan-out must not fall behind its publisher).
-                    let (n, body_step) = self.serve_one(proto, &input[pos + len..], out, ctx);
+                let step = self.answer(proto, &head, &input[..len], out, ctx);
+                if matches!(proto.reading, Reading::Collect(_) | Reading::Discard(_)) {
+                    // A body already here completes in this same step: one
+                    // scheduler pass per request, as for any other (a
+                    // fan-out must not fall behind its publisher).
+                    let (n, body_step) = self.serve_one(proto, &input[len..], out, ctx);
                     let step = if body_step == Step::NeedInput { step } else { body_step };
-                    return (pos + len + n, step);
+                    return (len + n, step);
                 }
-                (pos + len, step)
+                (len, step)
             }
             Ok(Parsed::Http2Preface) => {
                 warn!("{}: HTTP/2 connection preface refused; linger speaks HTTP/1.1 (use h2load --h1)", ctx.peer);
@@ -202,7 +226,9 @@ impl Service {
                 (input.len(), Step::Answered)
             }
             Err(reject) => {
-                self.reject(proto, reject, out, ctx);
+                proto.served += 1;
+                ctx.stats.requests += 1;
+                self.fail(proto, reject, out, ctx);
                 (input.len(), Step::Answered)
             }
         }
@@ -210,34 +236,26 @@ impl Service {
 
     /// Answer a request that cannot be read on (malformed head or body),
     /// then close: after a framing error the next request cannot be found.
-    pub fn reject(&mut self, proto: &mut Proto, reject: Reject, out: &mut Output, ctx: &mut Ctx<'_>) {
+    fn fail(&mut self, proto: &mut Proto, reject: Reject, out: &mut Output, ctx: &mut Ctx<'_>) {
         debug!("{}: {} ({})", ctx.peer, reject.status.code(), reject.why);
-        ctx.stats.counters.requests += 1;
-        proto.served += 1;
         proto.finish(CloseKind::ServerFirst);
-        let mut reply = Reply::new(out, ctx.date, Persist::Close, false);
+        let mut reply = Reply::new(out, &ctx.turn.date, Persist::Close, false);
         reply.simple(reject.status, b"");
         if let Some(log) = &mut self.log {
             log.record(ctx.now_secs, ctx.peer, "-", "-", "-", reject.status.code(), reply.body_bytes);
         }
     }
 
-    fn answer(&mut self, proto: &mut Proto, head: &Head<'_>, out: &mut Output, ctx: &mut Ctx<'_>) -> Step {
+    /// A new request head: count it, decide what happens to its body, and
+    /// answer it now or once its body is in.
+    fn answer(&mut self, proto: &mut Proto, head: &Head<'_>, raw: &[u8], out: &mut Output, ctx: &mut Ctx<'_>) -> Step {
         proto.served += 1;
-        ctx.stats.counters.requests += 1;
+        ctx.stats.requests += 1;
         let route = Route::of(head.path);
-        // Decide what happens to the body and the connection before writing
-        // a byte, so the head can say it.
-        let mut server_close = proto.served >= self.limits.max_requests || self.draining;
-        let mut early: Option<Status> = None;
-        let publish = match route {
-            Route::Publish(name) if head.method == Method::Post => {
-                early = self.may_publish(head, name, ctx).err();
-                early.is_none()
-            }
-            _ => false,
-        };
+        let mut early = self.early_status(head, &route, ctx);
+        let publish = matches!(route, Route::Publish(_)) && head.method == Method::Post && early.is_none();
         let limit = if publish { MAX_MESSAGE as u64 } else { self.limits.max_body };
+        let mut server_close = false;
         let mut collect = None;
         match head.body {
             BodyLength::None if head.method.expects_content() => early = Some(Status::LENGTH_REQUIRED),
@@ -251,7 +269,7 @@ impl Service {
                     BodyLength::Length(n) => BodyDecoder::length(n),
                     _ => BodyDecoder::chunked(),
                 };
-                if publish && early.is_none() {
+                if publish {
                     collect = Some(decoder);
                 } else if head.expect_continue {
                     // We answer without reading the body and never sent 100:
@@ -259,21 +277,56 @@ impl Service {
                     // cannot be found (RFC 9110 §10.1.1). Close.
                     server_close = true;
                 } else {
-                    proto.reading = Reading::Discard { decoder, left: self.limits.max_body };
+                    // Read the body to its end before answering: a body with
+                    // bad framing then gets 400 and a close, never a
+                    // response that promised to keep the connection.
+                    let left = self.limits.max_body;
+                    proto.reading = Reading::Discard(Box::new(Discarding { decoder, left, head: raw.into() }));
+                    return Step::Answered;
                 }
             }
         }
+        self.respond(proto, head, early, server_close, collect, out, ctx)
+    }
+
+    /// A request whose body was read and dropped: answer it now from its
+    /// kept head.
+    fn answer_after_body(&mut self, proto: &mut Proto, raw: &[u8], out: &mut Output, ctx: &mut Ctx<'_>) -> Step {
+        let Ok(Parsed::Head(head)) = parse::parse_head(raw, self.limits.max_head) else {
+            // It parsed once; it cannot fail now. Fail safe all the same.
+            self.fail(proto, Reject::new(Status::BAD_REQUEST, "request head"), out, ctx);
+            return Step::Answered;
+        };
+        let early = self.early_status(&head, &Route::of(head.path), ctx);
+        self.respond(proto, &head, early, false, None, out, ctx)
+    }
+
+    /// A publish refused before its body is read (RFC 9110 §15.5.4).
+    fn early_status(&self, head: &Head<'_>, route: &Route<'_>, ctx: &Ctx<'_>) -> Option<Status> {
+        match route {
+            Route::Publish(name) if head.method == Method::Post => self.may_publish(head, name, ctx).err(),
+            _ => None,
+        }
+    }
+
+    /// Write the response to `head`, its persistence decided first so the
+    /// head can say what happens to the connection.
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        &mut self,
+        proto: &mut Proto,
+        head: &Head<'_>,
+        early: Option<Status>,
+        server_close: bool,
+        collect: Option<BodyDecoder>,
+        out: &mut Output,
+        ctx: &mut Ctx<'_>,
+    ) -> Step {
+        let route = Route::of(head.path);
+        let server_close = server_close || proto.served >= self.limits.max_requests || self.draining;
         let keep = head.keep_alive && !server_close;
         let http10 = head.version == parse::Version::Http10;
-        let persist = if keep {
-            Persist::KeepAlive {
-                timeout_secs: ctx.idle_timeout_secs,
-                max: self.limits.max_requests.saturating_sub(proto.served),
-                http10,
-            }
-        } else {
-            Persist::Close
-        };
+        let persist = Persist::after(keep, ctx.turn.idle_timeout_secs, self.limits.max_requests, proto.served, http10);
         if !keep {
             proto.finish(if server_close { CloseKind::ServerFirst } else { CloseKind::asked_by_client(head.version) });
         }
@@ -299,15 +352,15 @@ impl Service {
             }));
             return Step::Answered;
         }
-        let mut reply = Reply::new(out, ctx.date, persist, head.method == Method::Head);
+        let mut reply = Reply::new(out, &ctx.turn.date, persist, head.method == Method::Head);
         let mut step = Step::Answered;
         match (early, route) {
             (Some(status), Route::Publish(_)) => reply.simple(status, PUB_ALLOW),
             (Some(status), _) => reply.simple(status, b""),
-            (None, Route::Status) => status(head, &mut reply, ctx),
+            (None, Route::Status) => status_route(head, &mut reply, ctx),
             (None, Route::Publish(name)) => self.publish_route(head, name, &mut reply, ctx),
             (None, Route::Subscribe(name)) => {
-                if let Some(start) = self.subscribe(head, name, keep, &mut reply) {
+                if let Some(start) = self.subscribe(head, name, keep, &mut reply, ctx) {
                     step = Step::Subscribe(start);
                 }
             }
@@ -375,7 +428,7 @@ impl Service {
         if let Some(kind) = c.close_after {
             proto.finish(kind);
         }
-        let mut reply = Reply::new(out, ctx.date, c.persist, false);
+        let mut reply = Reply::new(out, &ctx.turn.date, c.persist, false);
         match std::str::from_utf8(&c.body) {
             Ok(text) => self.publish(&c.target, text, &mut reply, ctx),
             Err(_) => reply.simple(Status::BAD_REQUEST, b""),
@@ -388,9 +441,11 @@ impl Service {
     }
 
     fn publish(&mut self, name: &str, text: &str, reply: &mut Reply<'_>, ctx: &mut Ctx<'_>) {
-        let id = self.pubsub.publish(name, text, ctx.now_ms);
-        let reached = self.pubsub.channel(name).map_or(0, |c| c.subscribers.len());
-        self.fresh.push((name.into(), id));
+        let Ok(channel) = ctx.channels.open(name, ctx.turn.now) else {
+            return reply.simple(Status::SERVICE_UNAVAILABLE, CHANNELS_FULL);
+        };
+        let id = ctx.channels.publish(channel, text, ctx.turn.now);
+        let reached = ctx.channels.get(channel).map_or(0, |c| c.subscribers());
         let mut body = b"{\"id\":".to_vec();
         reply::push_decimal(&mut body, id);
         body.extend_from_slice(b",\"subscribers\":");
@@ -405,7 +460,16 @@ impl Service {
 
     /// `GET /sub/NAME`: answer at once from history, or start a hold or a
     /// stream (RFC 6202). Returns the subscription for the server to keep.
-    fn subscribe(&mut self, head: &Head<'_>, name: &str, keep: bool, reply: &mut Reply<'_>) -> Option<SubStart> {
+    /// While shutting down nothing new is held: a long poll is answered at
+    /// once and a stream sends what history it asked for, then ends.
+    fn subscribe(
+        &mut self,
+        head: &Head<'_>,
+        name: &str,
+        keep: bool,
+        reply: &mut Reply<'_>,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<SubStart> {
         match head.method {
             Method::Get => {}
             Method::Options => {
@@ -435,56 +499,75 @@ impl Service {
         // `?since=` in it would replay history the client already has.
         let since =
             head.last_event_id.or(query("since").map(str::as_bytes)).and_then(|v| parse::parse_decimal(parse::trim(v)));
-        let channel = self.pubsub.channel(name);
-        let newest = channel.map_or(0, |c| c.last_id);
+        let newest = ctx.channels.channel(name).map_or(0, |c| c.last_id);
         let http10 = head.version == parse::Version::Http10;
-        let start =
-            |last_id, chunked| SubStart { channel: name.into(), mode, last_id, chunked, keep_alive: keep, http10 };
-        match mode {
-            Mode::LongPoll => {
-                if let (Some(since), Some(channel)) = (since, channel)
-                    && since < newest
-                {
-                    // Everything newer at once, in one response (§2.2).
-                    let body = pubsub::long_poll_body(channel.since(since), since);
-                    long_poll_reply(reply, &body);
+        if mode == Mode::LongPoll
+            && let (Some(since), Some(channel)) = (since, ctx.channels.channel(name))
+            && since < newest
+        {
+            // Everything newer at once, in one response (§2.2).
+            let body = pubsub::long_poll_body(channel.since(since), since);
+            long_poll_reply(reply, &body);
+            return None;
+        }
+        if mode == Mode::LongPoll && self.draining {
+            long_poll_empty(reply);
+            return None;
+        }
+        let channel = if self.draining {
+            None
+        } else {
+            match ctx.channels.open(name, ctx.turn.now) {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    reply.simple(Status::SERVICE_UNAVAILABLE, CHANNELS_FULL);
                     return None;
                 }
-                // Hold. A `since` from the future (a restarted server)
-                // waits for the next message like no `since` at all.
-                Some(start(newest.min(since.unwrap_or(newest)), false))
             }
-            Mode::Stream | Mode::Sse => {
-                let chunked = !http10;
-                if !chunked {
-                    // HTTP/1.0: the stream ends when the connection does.
-                    reply.persist = Persist::Close;
-                }
-                let buf = reply.start(Status::OK);
-                let content_type: &[u8] = match mode {
-                    Mode::Sse => b"Content-Type: text/event-stream; charset=utf-8\r\n",
-                    _ => b"Content-Type: application/x-ndjson; charset=utf-8\r\n",
-                };
-                buf.extend_from_slice(content_type);
-                buf.extend_from_slice(NO_CACHE);
+        };
+        let start = |channel, last_id, chunked| SubStart { channel, mode, last_id, chunked, keep_alive: keep, http10 };
+        if mode == Mode::LongPoll {
+            // Hold. A `since` from the future (a restarted server) waits for
+            // the next message like no `since` at all.
+            return channel.map(|c| start(c, newest.min(since.unwrap_or(newest)), false));
+        }
+        let chunked = !http10;
+        if !chunked {
+            // HTTP/1.0: the stream ends when the connection does.
+            reply.persist = Persist::Close;
+        }
+        let buf = reply.start(Status::OK);
+        let content_type: &[u8] = match mode {
+            Mode::Sse => b"Content-Type: text/event-stream; charset=utf-8\r\n",
+            _ => b"Content-Type: application/x-ndjson; charset=utf-8\r\n",
+        };
+        buf.extend_from_slice(content_type);
+        buf.extend_from_slice(NO_CACHE);
+        if chunked {
+            buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        reply.end_head_framed();
+        let mut payload = Vec::new();
+        if mode == Mode::Sse {
+            payload.extend_from_slice(format!("retry: {}\n\n", pubsub::SSE_RETRY_MS).as_bytes());
+        }
+        let mut last = newest;
+        if let (Some(since), Some(history)) = (since, ctx.channels.channel(name)) {
+            // Resume from history (Last-Event-ID).
+            for m in history.since(since) {
+                payload.extend_from_slice(&pubsub::stream_payload(mode, m));
+            }
+            last = newest.max(since.min(newest));
+        }
+        pubsub::frame(reply.out.bytes(), &payload, chunked);
+        match channel {
+            Some(c) => Some(start(c, last, chunked)),
+            None => {
+                // Shutting down: what history there was, then the end.
                 if chunked {
-                    buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+                    reply.out.bytes().extend_from_slice(LAST_CHUNK);
                 }
-                reply.end_head_framed();
-                let mut payload = Vec::new();
-                if mode == Mode::Sse {
-                    payload.extend_from_slice(format!("retry: {}\n\n", pubsub::SSE_RETRY_MS).as_bytes());
-                }
-                let mut last = newest;
-                if let (Some(since), Some(channel)) = (since, channel) {
-                    // Resume from history (Last-Event-ID).
-                    for m in channel.since(since) {
-                        payload.extend_from_slice(&pubsub::stream_payload(mode, m));
-                    }
-                    last = newest.max(since.min(newest));
-                }
-                pubsub::frame(reply.out.bytes(), &payload, chunked);
-                Some(start(last, chunked))
+                None
             }
         }
     }
@@ -512,7 +595,7 @@ pub fn long_poll_empty(reply: &mut Reply<'_>) {
 }
 
 /// `GET /_status`: the counters as flat JSON, for loopback clients only.
-fn status(head: &Head<'_>, reply: &mut Reply<'_>, ctx: &mut Ctx<'_>) {
+fn status_route(head: &Head<'_>, reply: &mut Reply<'_>, ctx: &mut Ctx<'_>) {
     if !ctx.peer.ip().is_loopback() {
         return reply.simple(Status::FORBIDDEN, b"");
     }
@@ -521,7 +604,7 @@ fn status(head: &Head<'_>, reply: &mut Reply<'_>, ctx: &mut Ctx<'_>) {
         Method::Options => return options(reply, STATIC_ALLOW),
         _ => return reply.simple(Status::METHOD_NOT_ALLOWED, STATIC_ALLOW),
     }
-    let json = ctx.stats.to_json();
+    let json = status::to_json(ctx.stats, &(ctx.gauges)(), ctx.channels);
     let buf = reply.start(Status::OK);
     buf.extend_from_slice(b"Content-Type: application/json\r\nCache-Control: no-cache\r\n");
     reply.end_head(json.len() as u64);
@@ -543,19 +626,15 @@ fn refuse_http2(out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use crate::replay::{World, loopback};
 
-    fn service(max_requests: u32) -> Service {
-        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let files = Files::new(None, now).unwrap();
-        Service::new(files, Limits { max_head: 8192, max_body: 1024, max_requests }, None, PubSub::new(10), None)
+    fn service(max_requests: u32) -> World {
+        World::new(Limits { max_head: 8192, max_body: 1024, max_requests })
     }
 
     /// Feed `input` in pieces of `piece` bytes, serving everything that
     /// becomes complete, as the server does; return all output.
-    fn drive(svc: &mut Service, input: &[u8], piece: usize) -> (String, Proto) {
-        let date = crate::http::reply::http_date(SystemTime::UNIX_EPOCH);
-        let mut stats = Stats::default();
+    fn drive(svc: &mut World, input: &[u8], piece: usize) -> (String, Proto) {
         let mut proto = Proto::new();
         let mut out = Output::default();
         let mut buf = Vec::new();
@@ -563,15 +642,7 @@ mod tests {
         for chunk in input.chunks(piece.max(1)) {
             buf.extend_from_slice(chunk);
             loop {
-                let mut ctx = Ctx {
-                    now_secs: 1,
-                    now_ms: 1000,
-                    date: &date,
-                    idle_timeout_secs: 60,
-                    peer: "127.0.0.1:9".parse().unwrap(),
-                    stats: &mut stats,
-                };
-                let (n, step) = svc.serve_one(&mut proto, &buf[consumed..], &mut out, &mut ctx);
+                let (n, step) = svc.serve(&mut proto, &buf[consumed..], &mut out, loopback());
                 consumed += n;
                 if step != Step::Answered {
                     break;
@@ -664,41 +735,72 @@ mod tests {
     #[test]
     fn subscriptions_are_handed_to_the_server() {
         let mut svc = service(100);
-        let date = crate::http::reply::http_date(SystemTime::UNIX_EPOCH);
-        let mut stats = Stats::default();
-        let mut ctx = Ctx {
-            now_secs: 1,
-            now_ms: 1,
-            date: &date,
-            idle_timeout_secs: 60,
-            peer: "127.0.0.1:9".parse().unwrap(),
-            stats: &mut stats,
-        };
         let mut proto = Proto::new();
         let mut out = Output::default();
-        let (_, step) = svc.serve_one(&mut proto, b"GET /sub/a HTTP/1.1\r\nHost: a\r\n\r\n", &mut out, &mut ctx);
+        let (_, step) = svc.serve(&mut proto, b"GET /sub/a HTTP/1.1\r\nHost: a\r\n\r\n", &mut out, loopback());
         let Step::Subscribe(start) = step else { panic!("{step:?}") };
         assert_eq!((start.mode, start.last_id, start.chunked), (Mode::LongPoll, 0, false));
         assert!(out.is_empty(), "a held long poll writes nothing yet");
-        let (_, step) = svc.serve_one(
+        let (_, step) = svc.serve(
             &mut proto,
             b"GET /sub/a HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n",
             &mut out,
-            &mut ctx,
+            loopback(),
         );
         let Step::Subscribe(start) = step else { panic!("{step:?}") };
         assert_eq!(start.mode, Mode::Sse);
         let text = String::from_utf8(out.take_all()).unwrap();
         assert!(text.contains("Content-Type: text/event-stream") && text.contains("Transfer-Encoding: chunked"));
         assert!(text.ends_with("\r\n\r\nd\r\nretry: 2000\n\n\r\n"), "{text:?}");
-        let mut far = Ctx { peer: "10.0.0.1:9".parse().unwrap(), ..ctx };
-        let (_, step) = svc.serve_one(
-            &mut proto,
-            b"POST /pub/a HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
-            &mut out,
-            &mut far,
-        );
+        let far = "10.0.0.1:9".parse().unwrap();
+        let (_, step) =
+            svc.serve(&mut proto, b"POST /pub/a HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx", &mut out, far);
         assert_eq!(step, Step::Answered);
         assert!(String::from_utf8(out.take_all()).unwrap().starts_with("HTTP/1.1 403 Forbidden"));
+    }
+
+    /// Defect 14.9: a body with bad framing on a request whose handler
+    /// does not read it was answered 200 with keep-alive, then the
+    /// connection closed silently.
+    #[test]
+    fn a_body_nobody_reads_is_checked_before_the_answer() {
+        for bad in ["zz\r\nab\r\n0\r\n\r\n", "2\rab\r\n0\r\n\r\n", "2\r\nabXX0\r\n\r\n"] {
+            let mut svc = service(100);
+            let req = format!("GET /hello.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{bad}");
+            let (text, proto) = drive(&mut svc, req.as_bytes(), req.len());
+            assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{bad:?}: {text}");
+            assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{bad:?}: {text}");
+            assert_eq!(proto.close_kind(), Some(CloseKind::ServerFirst));
+        }
+        let mut svc = service(100);
+        let good = b"GET /hello.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n";
+        for piece in [1, 7, good.len()] {
+            let (text, proto) = drive(&mut svc, good, piece);
+            assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.contains("Keep-Alive"), "{text}");
+            assert!(proto.close_kind().is_none());
+        }
+        // Past --max-body-bytes while discarding: 413, close.
+        let long = format!(
+            "GET /hello.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n{}\r\n",
+            "x".repeat(2048)
+        );
+        let (text, proto) = drive(&mut svc, long.as_bytes(), 100);
+        assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
+        assert_eq!(proto.close_kind(), Some(CloseKind::ServerFirst));
+    }
+
+    /// Defect 14.3: a subscription that starts during shutdown is not held.
+    #[test]
+    fn while_draining_subscriptions_are_answered_at_once() {
+        let mut svc = service(100);
+        svc.service.set_draining();
+        let (text, proto) = drive(&mut svc, b"GET /sub/a HTTP/1.1\r\nHost: a\r\n\r\n", 1000);
+        assert!(text.starts_with("HTTP/1.1 204 ") && text.contains("Connection: close"), "{text}");
+        assert!(proto.is_done());
+        let (text, proto) =
+            drive(&mut svc, b"GET /sub/a HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n", 1000);
+        assert!(text.starts_with("HTTP/1.1 200 ") && text.ends_with("retry: 2000\n\n\r\n0\r\n\r\n"), "{text:?}");
+        assert!(proto.is_done());
+        assert_eq!(svc.channels.channels(), 0, "nothing held, nothing made");
     }
 }

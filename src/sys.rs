@@ -163,6 +163,14 @@ pub fn reserve_fd() -> Option<File> {
     File::open("/dev/null").ok()
 }
 
+/// Bytes waiting in a socket's receive queue (`FIONREAD`); 0 on error.
+pub fn bytes_readable(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: ioctl FIONREAD writes one c_int through the pointer.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    if rc < 0 { 0 } else { n.max(0) as usize }
+}
+
 pub fn is_would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }

@@ -201,9 +201,13 @@ fn slow_body_is_bounded_by_the_header_timeout() {
     let server = Server::start(&["--header-timeout", "0.3"]);
     let mut s = server.connect();
     s.write_all(b"POST /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n0123456789").unwrap();
+    // A body nobody reads is read to its end before the answer (so bad
+    // framing can get its 400): the rest never comes, so the answer is
+    // the timeout's, then the close.
     let mut rd = Reader::new();
-    assert_eq!(rd.response(&mut s, false).unwrap().status, 405);
-    // The rest of the body never comes: the connection is closed.
+    let r = rd.response(&mut s, false).unwrap();
+    assert_eq!(r.status, 408);
+    assert!(r.closes());
     let (bytes, end) = rd.until_eof(&mut s);
     assert!(bytes.is_empty() && end.is_ok());
 }

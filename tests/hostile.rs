@@ -42,12 +42,6 @@ enum After {
     /// The error leaves framing intact: the response carries `Keep-Alive`,
     /// and a second request on the same connection is answered.
     KeepAlive,
-    /// The response went out as soon as the head arrived, promising
-    /// keep-alive, because the body was still to come. The body's framing
-    /// then turned out broken, so the server ends the connection (RFC 9112
-    /// §7.1 leaves no way to find the next request): a clean EOF follows
-    /// and the request pipelined behind the bad body is never answered.
-    Eof,
 }
 
 struct Row {
@@ -92,7 +86,7 @@ const ALLOW: &str = "GET, HEAD, OPTIONS";
 /// reads as a table.
 #[rustfmt::skip]
 fn rows() -> Vec<Row> {
-    use After::{Close, Eof, KeepAlive};
+    use After::{Close, KeepAlive};
     let many_fields: String = (0..65).map(|i| format!("X-Field-{i}: {i}\r\n")).collect();
     vec![
         // --- Controls: the harness itself must pass these. ---
@@ -249,18 +243,19 @@ fn rows() -> Vec<Row> {
         // framing is valid: it is read and discarded.
         row("GET with a body", b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello", 200, KeepAlive),
         row("HEAD with a chunked body", b"HEAD /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 200, KeepAlive),
-        // --- Chunked bodies (RFC 9112 §7.1). The 405 goes out when the
-        // head arrives; the broken chunk then ends the connection. ---
+        // --- Chunked bodies (RFC 9112 §7.1). A body nobody reads is read to
+        // its end before the answer: broken framing gets 400 and a close,
+        // and the request pipelined behind it is never answered. ---
         row("valid chunked body with extension and trailer", b"POST /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;note=ok\r\nhello\r\n0\r\nX-Checksum: 1\r\n\r\n", 405, KeepAlive),
-        row("chunk size not hexadecimal", post_chunked(b"zz\r\nhello\r\n0\r\n\r\n"), 405, Eof),
-        row("chunk size of 17 hex digits", post_chunked(b"10000000000000005\r\nhello\r\n0\r\n\r\n"), 405, Eof),
-        row("negative chunk size", post_chunked(b"-5\r\nhello\r\n0\r\n\r\n"), 405, Eof),
-        row("chunk size line ended by bare LF", post_chunked(b"5\nhello\r\n0\r\n\r\n"), 405, Eof),
-        row("chunk data without CRLF after it", post_chunked(b"5\r\nhelloXX0\r\n\r\n"), 405, Eof),
-        row("chunk data longer than its size", post_chunked(b"3\r\nhello\r\n0\r\n\r\n"), 405, Eof),
-        row("chunk extension over 1024 bytes", post_chunked(format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(2000))), 405, Eof),
-        row("trailer section over 8192 bytes", post_chunked(format!("5\r\nhello\r\n0\r\nX-Pad: {}\r\n\r\n", "t".repeat(9000))), 405, Eof),
-        row("chunked body over --max-body-bytes", post_chunked(format!("{:x}\r\n{}\r\n0\r\n\r\n", MAX_BODY + 1000, "x".repeat(MAX_BODY + 1000))), 405, Eof),
+        row("chunk size not hexadecimal", post_chunked(b"zz\r\nhello\r\n0\r\n\r\n"), 400, Close),
+        row("chunk size of 17 hex digits", post_chunked(b"10000000000000005\r\nhello\r\n0\r\n\r\n"), 400, Close),
+        row("negative chunk size", post_chunked(b"-5\r\nhello\r\n0\r\n\r\n"), 400, Close),
+        row("chunk size line ended by bare LF", post_chunked(b"5\nhello\r\n0\r\n\r\n"), 400, Close),
+        row("chunk data without CRLF after it", post_chunked(b"5\r\nhelloXX0\r\n\r\n"), 400, Close),
+        row("chunk data longer than its size", post_chunked(b"3\r\nhello\r\n0\r\n\r\n"), 400, Close),
+        row("chunk extension over 1024 bytes", post_chunked(format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(2000))), 400, Close),
+        row("trailer section over 8192 bytes", post_chunked(format!("5\r\nhello\r\n0\r\nX-Pad: {}\r\n\r\n", "t".repeat(9000))), 400, Close),
+        row("chunked body over --max-body-bytes", post_chunked(format!("{:x}\r\n{}\r\n0\r\n\r\n", MAX_BODY + 1000, "x".repeat(MAX_BODY + 1000))), 413, Close),
         // --- Conditionals and ranges: errors that keep framing. ---
         // RFC 9110 §14.2 / §15.5.17.
         row("unsatisfiable range", b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=100-200\r\n\r\n", 416, KeepAlive).with("Content-Range", "bytes */13"),
@@ -296,7 +291,7 @@ fn check(server: &Server, row: &Row) -> Result<(), String> {
         After::Close if !resp.closes() => {
             problems.push("response lacks Connection: close".to_string());
         }
-        After::Close | After::Eof => {
+        After::Close => {
             let (extra, end) = reader.until_eof(&mut s);
             match end {
                 Ok(()) => {}

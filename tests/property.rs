@@ -4,7 +4,7 @@
 //! a failure reproduces; the fuzz target (`fuzz/`) explores further.
 
 use linger::http::wellformed;
-use linger::replay::{replay, small_service};
+use linger::replay::{World, replay};
 
 /// xorshift64*: enough randomness for a test, no dependency.
 struct Rng(u64);
@@ -83,7 +83,7 @@ fn random_pipelines_split_anywhere_give_well_formed_responses() {
             input.extend_from_slice(&request);
         }
         let pieces = split(&mut rng, &input);
-        let out = replay(&mut small_service(), &pieces);
+        let out = replay(&mut World::small(), &pieces);
         if let Err(e) = wellformed::check(&out) {
             panic!(
                 "case {case}: {e}\ninput: {:?}\noutput: {:?}",
@@ -103,7 +103,7 @@ fn random_bytes_never_panic_and_any_output_is_well_formed() {
             .map(|_| if rng.below(2) == 0 { SPICE[rng.below(SPICE.len())] } else { rng.next() as u8 })
             .collect();
         let pieces = split(&mut rng, &input);
-        let out = replay(&mut small_service(), &pieces);
+        let out = replay(&mut World::small(), &pieces);
         if let Err(e) = wellformed::check(&out) {
             panic!("case {case}: {e}\ninput: {input:?}\noutput: {:?}", String::from_utf8_lossy(&out));
         }

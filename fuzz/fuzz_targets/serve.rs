@@ -5,13 +5,13 @@
 
 use libfuzzer_sys::fuzz_target;
 use linger::http::wellformed;
-use linger::replay::{replay, small_service};
+use linger::replay::{World, replay};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&split, input)) = data.split_first() else { return };
     let piece = usize::from(split % 64) + 1;
     let pieces: Vec<&[u8]> = input.chunks(piece).collect();
-    let out = replay(&mut small_service(), &pieces);
+    let out = replay(&mut World::small(), &pieces);
     if let Err(e) = wellformed::check(&out) {
         panic!("malformed output: {e}");
     }

@@ -50,14 +50,26 @@ impl CloseKind {
 pub enum Reading {
     /// Expecting the next request head.
     Head,
-    /// Inside a request body nobody consumes: decoded and dropped, counting
-    /// against `left` (the body limit).
-    Discard { decoder: BodyDecoder, left: u64 },
+    /// Inside a request body nobody consumes: decoded and dropped before
+    /// the request is answered, so a malformed body gets its `400` instead
+    /// of a response that promised to keep the connection.
+    Discard(Box<Discarding>),
     /// Inside a request body kept for the application (a publish); the
     /// response is written when the body is complete.
     Collect(Box<Collecting>),
     /// No further request will be read; close once the output has drained.
     Done(CloseKind),
+}
+
+/// A body being read and dropped, and the head to answer once it is over.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Discarding {
+    pub decoder: BodyDecoder,
+    /// Body bytes still allowed (`--max-body-bytes`).
+    pub left: u64,
+    /// The request head, kept as sent: parsed again and answered when the
+    /// body is complete (heads are short, and bodies nobody reads rare).
+    pub head: Box<[u8]>,
 }
 
 /// A body being kept, and what its request's response will need.

@@ -47,6 +47,31 @@ impl Output {
         }
     }
 
+    /// As `bytes`, but a tail segment already holding `limit` bytes is left
+    /// as it is and a new one started. A stream's frames are appended whole,
+    /// so segment ends are frame ends: `truncate_after_front` can then drop
+    /// what is unsent without cutting a frame.
+    pub fn bytes_up_to(&mut self, limit: usize) -> &mut Vec<u8> {
+        if let Some(Seg::Mem { buf, .. }) = self.segs.back()
+            && buf.len() >= limit
+        {
+            self.segs.push_back(Seg::Mem { buf: std::mem::take(&mut self.spare), pos: 0 });
+        }
+        self.bytes()
+    }
+
+    /// Keep the front segment (it may be partly sent) and drop the rest.
+    pub fn truncate_after_front(&mut self) {
+        while self.segs.len() > 1 {
+            if let Some(Seg::Mem { mut buf, .. }) = self.segs.pop_back()
+                && buf.capacity() > self.spare.capacity()
+            {
+                buf.clear();
+                self.spare = buf;
+            }
+        }
+    }
+
     /// Queue `len` bytes of `file` from `off`.
     pub fn file(&mut self, file: Rc<File>, off: u64, len: u64) {
         if len > 0 {
@@ -166,5 +191,17 @@ mod tests {
         assert!(out.capacity() >= 6, "drained buffer kept as spare");
         out.bytes().push(b'x');
         assert_eq!(out.take_all(), b"x");
+    }
+
+    #[test]
+    fn segments_end_where_asked_and_the_unsent_tail_can_be_dropped() {
+        let mut out = Output::default();
+        for _ in 0..5 {
+            out.bytes_up_to(8).extend_from_slice(b"frame\n");
+        }
+        assert_eq!(out.segs.len(), 3, "a new segment once one holds 8 bytes");
+        out.advance(3);
+        out.truncate_after_front();
+        assert_eq!(out.take_all(), b"me\nframe\n");
     }
 }

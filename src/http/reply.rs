@@ -132,6 +132,19 @@ pub enum Persist {
     KeepAlive { timeout_secs: u64, max: u32, http10: bool },
 }
 
+impl Persist {
+    /// The persistence of the `served`-th response on a connection: kept
+    /// open if `keep`, announcing the idle timeout in force and how many
+    /// requests are left of `max_requests`.
+    pub fn after(keep: bool, timeout_secs: u64, max_requests: u32, served: u32, http10: bool) -> Persist {
+        if keep {
+            Persist::KeepAlive { timeout_secs, max: max_requests.saturating_sub(served), http10 }
+        } else {
+            Persist::Close
+        }
+    }
+}
+
 /// Write the status line and the fields every response carries.
 pub fn start(out: &mut Vec<u8>, status: Status, date: &[u8; 29]) {
     out.extend_from_slice(status.line().as_bytes());

@@ -1,0 +1,210 @@
+//! Who gets in: accepting, the slot and descriptor budget, and making room
+//! when every slot is taken (Gettys & Freier §5, §9: a newcomer is never
+//! locked out while someone merely idles). Eviction order: a slow request
+//! head, then the least recently used idle connection, then a held long
+//! poll answered early (RFC 6202 §2.2); only when none exists is the
+//! newcomer refused, with `503` and `Retry-After`.
+
+use std::io;
+use std::net::SocketAddr;
+
+use log::{debug, trace, warn};
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use crate::conn::{Conn, Kind, ReadOnly};
+use crate::policy::SLOW_HEAD_MS;
+use crate::server::Server;
+use crate::session::{Session, SubEnd};
+use crate::sys;
+
+/// Descriptors kept back from connections: listener, poll, log, reserve,
+/// signal pipe, and the files being served (the file cache keeps its open
+/// descriptors under `files::MAX_OPEN_FILES`, counted here too).
+pub const SPARE_FDS: u64 = 64 + crate::files::MAX_OPEN_FILES as u64;
+
+/// How many connections may be open, and how many closing beside them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub slots: usize,
+    /// Closing connections (lingering, or awaiting the client's FIN)
+    /// allowed beside the live slots: a close must not wait for a slot.
+    pub closing: usize,
+}
+
+impl Budget {
+    /// Fit `max_conns` slots, a quarter more for closing connections, and
+    /// the spare descriptors under `nofile`. When they do not fit, both
+    /// shrink (4:1) and the reason is returned for the log.
+    pub fn fit(max_conns: usize, nofile: u64) -> (Budget, Option<String>) {
+        let closing = (max_conns / 4).max(64);
+        let needed = (max_conns + closing) as u64 + SPARE_FDS;
+        if needed <= nofile {
+            return (Budget { slots: max_conns, closing }, None);
+        }
+        let room = nofile.saturating_sub(SPARE_FDS) as usize;
+        let slots = (room * 4 / 5).max(1);
+        let closing = room.saturating_sub(slots).max(1);
+        let why = format!(
+            "descriptor limit {nofile} is below what --max-conns {max_conns} needs ({needed}); using {slots} slots (+{closing} closing)"
+        );
+        (Budget { slots, closing }, Some(why))
+    }
+}
+
+impl Server {
+    /// Step 4: accept every pending connection.
+    pub(crate) fn accept_phase(&mut self) {
+        while self.accept_ready {
+            let Some(listener) = &self.listener else {
+                self.accept_ready = false;
+                return;
+            };
+            match listener.accept() {
+                Ok((sock, peer)) => self.admit(sock, peer),
+                Err(e) if sys::is_would_block(&e) => self.accept_ready = false,
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                Err(e) if sys::is_out_of_descriptors(&e) => {
+                    self.stats.accept_errors += 1;
+                    self.shed_pending(&e);
+                }
+                Err(e) => {
+                    warn!("accept: {e}");
+                    self.accept_ready = false;
+                }
+            }
+        }
+    }
+
+    /// Take a new connection into a slot, making room if all are in use.
+    fn admit(&mut self, mut sock: TcpStream, peer: SocketAddr) {
+        self.stats.accepted += 1;
+        if self.live() >= self.cfg.max_conns && !self.make_room() {
+            self.stats.rejected += 1;
+            return self.refuse(sock, peer);
+        }
+        // Responses are written whole, once per turn: Nagle would only
+        // delay the last segment (on Linux the listener's setting is
+        // inherited).
+        if !self.inherited_nodelay {
+            let _ = sock.set_nodelay(true);
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(&mut sock, Token(key), Interest::READABLE | Interest::WRITABLE) {
+            warn!("register: {e}");
+            return;
+        }
+        entry.insert(Conn::new(sock, peer));
+        trace!("#{key} accepted from {peer}");
+        self.timers.enter(key, Kind::Reading, self.now);
+        self.push_runq(key);
+    }
+
+    /// Free a slot. Every candidate closes with the handshake, so its
+    /// client sees a clean EOF, and one whose next request is already on
+    /// its way is passed over.
+    fn make_room(&mut self) -> bool {
+        if let Some(key) = self.timers.front(Kind::Reading)
+            && self.timers.since(key) + SLOW_HEAD_MS <= self.now
+        {
+            debug!("#{key} slow head evicted to make room");
+            self.evict(key);
+            return true;
+        }
+        let mut candidates = self.timers.len(Kind::Idle);
+        while candidates > 0
+            && let Some(key) = self.timers.front(Kind::Idle)
+        {
+            candidates -= 1;
+            let busy = self.conns.get(key).is_some_and(|c| c.in_runq || c.state.input_waiting());
+            if busy {
+                // In use after all: it goes to the back of the LRU.
+                self.set_state(key, Kind::Idle, true);
+                continue;
+            }
+            debug!("#{key} idle connection evicted to make room");
+            self.evict(key);
+            return true;
+        }
+        // RFC 6202 §2.2, graceful degradation: answer a held long poll
+        // early (204, close) before refusing anyone.
+        let Some(held) = self.timers.front(Kind::Held) else { return false };
+        debug!("#{held} long poll answered early to make room");
+        self.end_sub(held, SubEnd::Shed);
+        // Its answer fits an idle socket's buffer: write it now so that
+        // the slot is free now.
+        self.flush_open(held);
+        self.settle(held);
+        true
+    }
+
+    /// Close `key` to free its slot. A client whose request was under way
+    /// (a slow head, or a body such as a publish) is told why first.
+    fn evict(&mut self, key: usize) {
+        self.stats.evicted += 1;
+        let date = self.turn_info().date;
+        if let Some(o) = self.conns.get(key).and_then(|c| c.state.open())
+            && let Some(notice) = o.session.eviction_notice(&date)
+        {
+            ReadOnly::last_words(&o.sock, &notice);
+        }
+        self.set_state(key, Kind::Lingering, false);
+    }
+
+    /// No slot could be freed: `503` with `Retry-After`, then the same
+    /// graceful close as everyone else.
+    fn refuse(&mut self, mut sock: TcpStream, peer: SocketAddr) {
+        self.make_closing_room();
+        let answer = Session::refusal(&self.turn_info().date);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if self.poll.registry().register(&mut sock, Token(key), Interest::READABLE).is_err() {
+            return;
+        }
+        entry.insert(Conn::refused(sock, peer, &answer));
+        self.stats.lingering_closes += 1;
+        self.timers.enter(key, Kind::Lingering, self.now);
+        self.push_runq(key);
+    }
+
+    /// Out of descriptors: spend the reserve to answer the waiting clients
+    /// `503` and close them, rather than leave them to time out in the
+    /// backlog, and stop accepting until a descriptor frees up.
+    fn shed_pending(&mut self, e: &io::Error) {
+        warn!("accept: {e}; refusing pending connections until descriptors free up");
+        if let Some(reserve) = self.reserve.take() {
+            drop(reserve);
+            let answer = Session::refusal(&self.turn_info().date);
+            while let Some(Ok((sock, _))) = self.listener.as_ref().map(|l| l.accept()) {
+                self.stats.rejected += 1;
+                crate::closing::close_after(sock, &answer, &mut self.scratch);
+            }
+            self.reserve = sys::reserve_fd();
+        }
+        self.accept_ready = false;
+        self.accept_starved = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The review found that the closing budget was computed from the
+    /// requested `--max-conns` before the descriptor limit lowered it, so
+    /// closing connections could overrun the descriptors.
+    #[test]
+    fn slots_closing_and_spares_never_exceed_the_descriptor_limit() {
+        for nofile in [SPARE_FDS + 2, SPARE_FDS + 100, 1024, 4096, 20_000, 65_536, 1 << 20] {
+            for max_conns in [1, 100, 1000, 10_000, 100_000] {
+                let (b, lowered) = Budget::fit(max_conns, nofile);
+                let used = (b.slots + b.closing) as u64 + SPARE_FDS;
+                assert!(used <= nofile, "{max_conns} in {nofile}: {b:?} uses {used}");
+                assert!(b.slots >= 1 && b.closing >= 1);
+                assert!(lowered.is_some() || b.slots == max_conns, "{max_conns} in {nofile}");
+            }
+        }
+        assert_eq!(Budget::fit(10_000, 1 << 20).0, Budget { slots: 10_000, closing: 2500 });
+    }
+}

@@ -1,0 +1,201 @@
+//! Intrusive doubly linked lists over slab keys.
+//!
+//! The links live in a vector indexed by key, beside the slab rather than
+//! inside its records: unlinking a key never needs its record (or its
+//! neighbours' records), so a list cannot be corrupted or stalled by a
+//! record that is missing, and one key can sit on lists of different
+//! families at once (a timer list and a channel's subscriber list) without
+//! the record knowing. Every operation is O(1); nothing allocates once the
+//! vector has grown to the highest key in use (slab keys are dense, so that
+//! is about the number of connections).
+//!
+//! Each node records which list of its family it is on, so an unlink is
+//! checked against the list it names instead of trusting an index kept
+//! somewhere else.
+
+/// "No key" / "on no list".
+const NIL: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    prev: u32,
+    next: u32,
+    /// Which list of the family the key is on, or `NIL`.
+    list: u32,
+    /// Loop clock (ms) when the key entered its list: the timer stamp.
+    since: u64,
+}
+
+const UNLINKED: Node = Node { prev: NIL, next: NIL, list: NIL, since: 0 };
+
+/// Head, tail and length of one list.
+#[derive(Clone, Copy, Debug)]
+pub struct Ends {
+    head: u32,
+    tail: u32,
+    len: usize,
+}
+
+impl Default for Ends {
+    fn default() -> Self {
+        Ends { head: NIL, tail: NIL, len: 0 }
+    }
+}
+
+impl Ends {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The oldest key on the list.
+    pub fn front(&self) -> Option<usize> {
+        (self.head != NIL).then_some(self.head as usize)
+    }
+}
+
+/// The nodes of one family of lists (every key is on at most one list of
+/// the family).
+#[derive(Default)]
+pub struct Links {
+    nodes: Vec<Node>,
+}
+
+impl Links {
+    /// The list `key` is on, if any.
+    pub fn list_of(&self, key: usize) -> Option<u32> {
+        self.nodes.get(key).map(|n| n.list).filter(|&l| l != NIL)
+    }
+
+    /// When `key` entered its list (0 when on none).
+    pub fn since(&self, key: usize) -> u64 {
+        self.nodes.get(key).map_or(0, |n| n.since)
+    }
+
+    /// The key after `key` on its list.
+    pub fn next(&self, key: usize) -> Option<usize> {
+        self.nodes.get(key).map(|n| n.next).filter(|&k| k != NIL).map(|k| k as usize)
+    }
+
+    /// Append `key` to list number `list`, whose ends are `ends`, stamped
+    /// `now`. The key must be on no list of this family (callers unlink
+    /// first); if it is, it is unlinked from the list it names first, which
+    /// needs that list's ends: so this returns `false` and does nothing.
+    pub fn push_back(&mut self, ends: &mut Ends, list: u32, key: usize, now: u64) -> bool {
+        if key >= NIL as usize {
+            return false;
+        }
+        if key >= self.nodes.len() {
+            self.nodes.resize(key + 1, UNLINKED);
+        }
+        if self.nodes[key].list != NIL {
+            return false;
+        }
+        let old_tail = ends.tail;
+        self.nodes[key] = Node { prev: old_tail, next: NIL, list, since: now };
+        match self.nodes.get_mut(old_tail as usize) {
+            Some(tail) if old_tail != NIL => tail.next = key as u32,
+            _ => ends.head = key as u32,
+        }
+        ends.tail = key as u32;
+        ends.len += 1;
+        true
+    }
+
+    /// Take `key` off list number `list` (whose ends are `ends`). A key that
+    /// is not on that list is left alone: returns whether it was unlinked.
+    pub fn unlink(&mut self, ends: &mut Ends, list: u32, key: usize) -> bool {
+        let Some(node) = self.nodes.get(key).copied() else { return false };
+        if node.list != list || list == NIL {
+            return false;
+        }
+        self.nodes[key] = UNLINKED;
+        match self.nodes.get_mut(node.prev as usize) {
+            Some(prev) if node.prev != NIL => prev.next = node.next,
+            _ => ends.head = node.next,
+        }
+        match self.nodes.get_mut(node.next as usize) {
+            Some(next) if node.next != NIL => next.prev = node.prev,
+            _ => ends.tail = node.prev,
+        }
+        ends.len -= 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(links: &Links, ends: &Ends) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut key = ends.front();
+        while let Some(k) = key {
+            out.push(k);
+            key = links.next(k);
+        }
+        out
+    }
+
+    #[test]
+    fn fifo_order_unlink_anywhere_and_checked_membership() {
+        let mut links = Links::default();
+        let (mut a, mut b) = (Ends::default(), Ends::default());
+        for (t, k) in [3usize, 0, 7, 2].into_iter().enumerate() {
+            assert!(links.push_back(&mut a, 0, k, t as u64));
+        }
+        assert!(links.push_back(&mut b, 1, 5, 9));
+        assert_eq!(order(&links, &a), [3, 0, 7, 2]);
+        assert_eq!(links.since(7), 2);
+        // Already on a list: refused, nothing changes.
+        assert!(!links.push_back(&mut b, 1, 7, 10));
+        // Unlinking from a list the key is not on is refused.
+        assert!(!links.unlink(&mut b, 1, 7));
+        assert!(!links.unlink(&mut a, 0, 99));
+        assert!(links.unlink(&mut a, 0, 7));
+        assert!(links.unlink(&mut a, 0, 3));
+        assert_eq!(order(&links, &a), [0, 2]);
+        assert!(links.unlink(&mut a, 0, 2));
+        assert!(links.unlink(&mut a, 0, 0));
+        assert!(a.is_empty() && a.front().is_none());
+        assert_eq!(links.list_of(5), Some(1));
+        assert_eq!(links.list_of(7), None);
+        assert_eq!(order(&links, &b), [5]);
+    }
+
+    /// Random pushes and unlinks over several lists against a model.
+    #[test]
+    fn random_operations_match_a_model() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut links = Links::default();
+        let mut ends = [Ends::default(); 3];
+        let mut model: [Vec<usize>; 3] = Default::default();
+        for step in 0..20_000u64 {
+            let key = next(64) as usize;
+            let list = next(3) as usize;
+            match model.iter().position(|m| m.contains(&key)) {
+                Some(on) => {
+                    assert!(links.unlink(&mut ends[on], on as u32, key));
+                    model[on].retain(|&k| k != key);
+                }
+                None => {
+                    assert!(links.push_back(&mut ends[list], list as u32, key, step));
+                    model[list].push(key);
+                }
+            }
+            for l in 0..3 {
+                assert_eq!(order(&links, &ends[l]), model[l]);
+                assert_eq!(ends[l].len(), model[l].len());
+            }
+        }
+    }
+}

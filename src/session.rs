@@ -1,0 +1,500 @@
+//! The HTTP side of one connection, sans-IO: bytes in (its input buffer),
+//! bytes out (its output queue), and what it wants next. It writes every
+//! protocol byte the connection ever sends: responses (through `Service`),
+//! and the ones the reactor asks for — the `204`, last chunk or ping that
+//! end or keep a subscription, the message a subscriber receives, the
+//! `408` of a timeout or an eviction, the `503` at the door. The reactor
+//! never builds HTTP; it moves bytes and decides states.
+//!
+//! No socket, no clock, no slab: the turn's time comes in as a `Turn`, so
+//! every step is tested with byte strings.
+
+use crate::http::body::LAST_CHUNK;
+use crate::http::reply;
+use crate::http::{CloseKind, Output, Persist, Proto, Reading, Reply, Status, Version};
+use crate::policy::{RETRY_AFTER_SECS, SUB_MAX_QUEUE, SUB_SEGMENT};
+use crate::pool::{BufPool, Bufs};
+use crate::pubsub::{self, Channel, ChannelId, Message, Mode};
+use crate::service::{self, Ctx, Service, Step, SubStart};
+
+/// What a step needs to know about the turn, passed in.
+#[derive(Clone, Copy)]
+pub struct Turn {
+    pub date: [u8; 29],
+    /// Loop clock, milliseconds.
+    pub now: u64,
+    /// The idle timeout in force, for the `Keep-Alive` hint.
+    pub idle_timeout_secs: u64,
+    pub max_requests: u32,
+}
+
+/// A held long poll or an open stream (RFC 6202).
+#[derive(Debug)]
+pub struct Sub {
+    pub channel: ChannelId,
+    pub mode: Mode,
+    /// The last message id this subscriber has been sent.
+    pub last_id: u64,
+    /// The stream is chunked (else delimited by closing: HTTP/1.0).
+    pub chunked: bool,
+    pub keep_alive: bool,
+    pub http10: bool,
+    /// Loop clock when the subscription started (stream lifetime).
+    pub started: u64,
+}
+
+/// How a subscription ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubEnd {
+    /// Timeout or lifetime: `204` for a long poll, the last chunk for a
+    /// stream; the connection carries on as it would have.
+    Empty,
+    /// A request arrived behind it (RFC 6202 §5.2): as `Empty`, then that
+    /// request is served.
+    Superseded,
+    /// Load shedding or shutdown: as `Empty`, and the connection closes.
+    Shed,
+}
+
+/// What a delivery did to the subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// The message is queued; the subscription goes on.
+    Sent,
+    /// Already had it, or it belongs to another channel.
+    Skipped,
+    /// A long poll was answered: the subscription is over and must leave
+    /// the channel.
+    Answered,
+    /// A subscriber too far behind was let go: it must leave the channel.
+    LetGo,
+}
+
+pub struct Session {
+    proto: Proto,
+    bufs: Option<Box<Bufs>>,
+    sub: Option<Box<Sub>>,
+    /// The last serve step found no complete request in the input.
+    need_input: bool,
+    /// A request was answered (or a subscription started) this turn: the
+    /// state's timer restarts.
+    answered: bool,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session::new()
+    }
+}
+
+impl Session {
+    pub fn new() -> Session {
+        Session { proto: Proto::new(), bufs: None, sub: None, need_input: false, answered: false }
+    }
+
+    // ---- buffers: bytes in, bytes out -------------------------------------
+
+    /// The buffers to read into, taken from the pool if the session holds
+    /// none.
+    pub fn buffers(&mut self, pool: &mut BufPool) -> &mut Bufs {
+        self.bufs.get_or_insert_with(|| pool.take())
+    }
+
+    /// The output queue, if the session holds buffers.
+    pub fn output(&mut self) -> Option<&mut Output> {
+        self.bufs.as_mut().map(|b| &mut b.out)
+    }
+
+    /// Give the buffers back when they hold nothing: a connection with no
+    /// work holds none.
+    pub fn release_if_empty(&mut self, pool: &mut BufPool) {
+        if self.bufs.as_ref().is_some_and(|b| !b.has_input() && b.out.is_empty())
+            && let Some(bufs) = self.bufs.take()
+        {
+            pool.give(bufs);
+        }
+    }
+
+    /// Give the buffers back whatever they hold (the connection closes).
+    pub fn release(&mut self, pool: &mut BufPool) {
+        if let Some(bufs) = self.bufs.take() {
+            pool.give(bufs);
+        }
+    }
+
+    pub fn has_input(&self) -> bool {
+        self.bufs.as_ref().is_some_and(|b| b.has_input())
+    }
+
+    /// Room to read more input (buffers not held yet count as room).
+    pub fn input_room(&self, capacity: usize) -> bool {
+        self.bufs.as_ref().is_none_or(|b| b.has_room(capacity))
+    }
+
+    /// Unsent output bytes, file ranges included.
+    pub fn pending(&self) -> u64 {
+        self.bufs.as_ref().map_or(0, |b| b.out.pending())
+    }
+
+    pub fn output_pending(&self) -> bool {
+        self.bufs.as_ref().is_some_and(|b| !b.out.is_empty())
+    }
+
+    // ---- what it wants ----------------------------------------------------
+
+    pub fn subscription(&self) -> Option<&Sub> {
+        self.sub.as_deref()
+    }
+
+    /// No further request will be read; how to close once output is out.
+    pub fn close_kind(&self) -> Option<CloseKind> {
+        self.proto.close_kind()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.proto.is_done()
+    }
+
+    pub fn needs_input(&self) -> bool {
+        self.need_input
+    }
+
+    /// Inside a request body (discarded or collected).
+    pub fn in_body(&self) -> bool {
+        matches!(self.proto.reading, Reading::Discard(_) | Reading::Collect(_))
+    }
+
+    /// A request is under way: some of it has arrived and it is not
+    /// answered yet.
+    pub fn request_under_way(&self) -> bool {
+        !self.proto.is_done() && (self.has_input() || self.in_body())
+    }
+
+    pub fn served(&self) -> u32 {
+        self.proto.served
+    }
+
+    /// Whether a request was answered since the last call.
+    pub fn take_answered(&mut self) -> bool {
+        std::mem::take(&mut self.answered)
+    }
+
+    // ---- steps ------------------------------------------------------------
+
+    /// Whether a serve step may run now: input is there, the output is not
+    /// backed up, and nothing holds the connection.
+    pub fn may_serve(&self, high_water: u64) -> bool {
+        self.sub.is_none()
+            && !self.proto.is_done()
+            && self.bufs.as_ref().is_some_and(|b| b.has_input() && b.out.pending() < high_water)
+    }
+
+    /// Answer at most one request from the input. On `Step::Subscribe` the
+    /// caller puts the connection on the channel's list and calls `hold`.
+    pub fn serve(&mut self, service: &mut Service, ctx: &mut Ctx<'_>) -> Step {
+        let Some(bufs) = self.bufs.as_mut() else { return Step::NeedInput };
+        let (n, step) = service.serve_one(&mut self.proto, &bufs.input[bufs.start..], &mut bufs.out, ctx);
+        bufs.start += n;
+        match step {
+            Step::Answered | Step::Subscribe(_) => self.answered = true,
+            Step::NeedInput => self.need_input = true,
+            Step::Done => {}
+        }
+        step
+    }
+
+    /// Input arrived: whatever the last step found missing may be there.
+    pub fn input_arrived(&mut self) {
+        self.need_input = false;
+    }
+
+    /// Start holding the connection for `start`'s channel.
+    pub fn hold(&mut self, start: SubStart, now: u64) {
+        self.sub = Some(Box::new(Sub {
+            channel: start.channel,
+            mode: start.mode,
+            last_id: start.last_id,
+            chunked: start.chunked,
+            keep_alive: start.keep_alive,
+            http10: start.http10,
+            started: now,
+        }));
+    }
+
+    /// The persistence fields of a subscriber's last response.
+    fn persist(&self, sub: &Sub, turn: &Turn) -> Persist {
+        Persist::after(sub.keep_alive, turn.idle_timeout_secs, turn.max_requests, self.proto.served, sub.http10)
+    }
+
+    /// End the subscription with its last words (`204` for a long poll,
+    /// the last chunk of a stream). Returns whether there was one; the
+    /// caller takes the connection off the channel's list.
+    pub fn end_sub(&mut self, how: SubEnd, turn: &Turn, pool: &mut BufPool) -> bool {
+        let Some(mut sub) = self.sub.take() else { return false };
+        if how == SubEnd::Shed {
+            sub.keep_alive = false;
+        }
+        let persist = self.persist(&sub, turn);
+        let out = &mut self.bufs.get_or_insert_with(|| pool.take()).out;
+        match sub.mode {
+            Mode::LongPoll => service::long_poll_empty(&mut Reply::new(out, &turn.date, persist, false)),
+            Mode::Stream | Mode::Sse if sub.chunked => out.bytes().extend_from_slice(LAST_CHUNK),
+            // Delimited by the close itself.
+            Mode::Stream | Mode::Sse => sub.keep_alive = false,
+        }
+        if !sub.keep_alive {
+            let kind = if how == SubEnd::Shed || !sub.chunked {
+                CloseKind::ServerFirst
+            } else {
+                CloseKind::asked_by_client(if sub.http10 { Version::Http10 } else { Version::Http11 })
+            };
+            self.proto.finish(kind);
+        }
+        true
+    }
+
+    /// Forget the subscription without writing anything (the connection is
+    /// closing).
+    pub fn drop_sub(&mut self) -> bool {
+        self.sub.take().is_some()
+    }
+
+    /// Whether a stream has outlived `lifetime` (RFC 6202 §3.2: end it so
+    /// the client reconnects and intermediaries let go of what they keep).
+    pub fn stream_expired(&self, lifetime_ms: u64, now: u64) -> bool {
+        self.sub.as_ref().is_some_and(|s| s.started + lifetime_ms <= now)
+    }
+
+    /// Keep an event stream's intermediaries from cutting it: an SSE
+    /// comment line. Other modes have nothing that a client would ignore.
+    pub fn ping(&mut self, pool: &mut BufPool) {
+        let Some(sub) = self.sub.as_ref() else { return };
+        if sub.mode == Mode::Sse {
+            let chunked = sub.chunked;
+            let out = &mut self.bufs.get_or_insert_with(|| pool.take()).out;
+            pubsub::frame(out.bytes_up_to(SUB_SEGMENT), b": ping\n\n", chunked);
+        }
+    }
+
+    /// Give `message` of `channel` to this subscriber. `encoded` holds the
+    /// message as a stream and as an SSE event, encoded once per publish.
+    pub fn deliver(
+        &mut self,
+        channel: &Channel,
+        message: &Message,
+        encoded: &[Vec<u8>; 2],
+        turn: &Turn,
+        pool: &mut BufPool,
+    ) -> Delivery {
+        let Some(sub) = self.sub.as_mut() else { return Delivery::Skipped };
+        if sub.last_id >= message.id {
+            return Delivery::Skipped;
+        }
+        let bufs = self.bufs.get_or_insert_with(|| pool.take());
+        match sub.mode {
+            Mode::LongPoll => {
+                // Everything newer than what it has, batched (§2.2).
+                let body = pubsub::long_poll_body(channel.since(sub.last_id), sub.last_id);
+                let persist = Persist::after(
+                    sub.keep_alive,
+                    turn.idle_timeout_secs,
+                    turn.max_requests,
+                    self.proto.served,
+                    sub.http10,
+                );
+                service::long_poll_reply(&mut Reply::new(&mut bufs.out, &turn.date, persist, false), &body);
+                if !sub.keep_alive {
+                    let version = if sub.http10 { Version::Http10 } else { Version::Http11 };
+                    self.proto.finish(CloseKind::asked_by_client(version));
+                }
+                self.sub = None;
+                Delivery::Answered
+            }
+            Mode::Stream | Mode::Sse if bufs.out.pending() > SUB_MAX_QUEUE => {
+                // Too slow to keep up: finish what is partly sent, drop the
+                // rest, end the stream well-formed and close; the client
+                // resumes from history by Last-Event-ID (a partial SSE event
+                // is never dispatched, and a chunked stream ends with its
+                // last chunk, not in the middle of one).
+                bufs.out.truncate_after_front();
+                if sub.chunked {
+                    bufs.out.bytes().extend_from_slice(LAST_CHUNK);
+                }
+                self.proto.finish(CloseKind::ServerFirst);
+                self.sub = None;
+                Delivery::LetGo
+            }
+            Mode::Stream | Mode::Sse => {
+                let out = bufs.out.bytes_up_to(SUB_SEGMENT);
+                if sub.last_id + 1 == message.id {
+                    pubsub::frame(out, &encoded[usize::from(sub.mode == Mode::Sse)], sub.chunked);
+                } else {
+                    // A gap (a resumed subscriber): fill it from history.
+                    let mut payload = Vec::new();
+                    for m in channel.since(sub.last_id) {
+                        payload.extend_from_slice(&pubsub::stream_payload(sub.mode, m));
+                    }
+                    pubsub::frame(out, &payload, sub.chunked);
+                }
+                sub.last_id = message.id;
+                Delivery::Sent
+            }
+        }
+    }
+
+    /// The request head (or body) took too long: `408` if a request was
+    /// under way (RFC 9110 §15.5.9), then close. Returns whether anything
+    /// was written; a connection that sent nothing is just closed.
+    pub fn timeout(&mut self, turn: &Turn, pool: &mut BufPool) -> bool {
+        let under_way = self.request_under_way();
+        self.proto.finish(CloseKind::ServerFirst);
+        if !under_way {
+            return false;
+        }
+        let bufs = self.bufs.get_or_insert_with(|| pool.take());
+        bufs.start = bufs.input.len();
+        reply::simple(bufs.out.bytes(), Status::REQUEST_TIMEOUT, &turn.date, Persist::Close, b"", true);
+        true
+    }
+
+    /// The response cannot be completed (its file shrank under it): send
+    /// nothing more, close.
+    pub fn abort(&mut self) {
+        if let Some(bufs) = self.bufs.as_mut() {
+            bufs.out.clear();
+        }
+        self.sub = None;
+        self.proto.finish(CloseKind::ServerFirst);
+    }
+
+    /// A newcomer refused at the door: `503` with `Retry-After`, close.
+    pub fn refusal(date: &[u8; 29]) -> Vec<u8> {
+        let mut answer = Vec::with_capacity(192);
+        let mut retry = b"Retry-After: ".to_vec();
+        reply::push_decimal(&mut retry, RETRY_AFTER_SECS);
+        retry.extend_from_slice(b"\r\n");
+        reply::simple(&mut answer, Status::SERVICE_UNAVAILABLE, date, Persist::Close, &retry, true);
+        answer
+    }
+
+    /// The bytes to send a connection evicted to make room while a request
+    /// was under way (a slow head or body): the same `408` as a timeout.
+    pub fn eviction_notice(&self, date: &[u8; 29]) -> Option<Vec<u8>> {
+        if !self.request_under_way() {
+            return None;
+        }
+        let mut answer = Vec::with_capacity(192);
+        reply::simple(&mut answer, Status::REQUEST_TIMEOUT, date, Persist::Close, b"", true);
+        Some(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pubsub::PubSub;
+
+    fn turn() -> Turn {
+        Turn { date: reply::http_date(std::time::UNIX_EPOCH), now: 5, idle_timeout_secs: 7, max_requests: 10 }
+    }
+
+    fn text(s: &mut Session) -> String {
+        String::from_utf8(s.output().map(|o| o.take_all()).unwrap_or_default()).unwrap()
+    }
+
+    fn held(mode: Mode, chunked: bool, keep_alive: bool) -> Session {
+        let mut s = Session::new();
+        let start = SubStart { channel: 0, mode, last_id: 0, chunked, keep_alive, http10: !chunked };
+        s.hold(start, 1);
+        s
+    }
+
+    #[test]
+    fn a_held_long_poll_ends_with_204_and_keeps_the_connection() {
+        let mut pool = BufPool::new(1024, 1);
+        let mut s = held(Mode::LongPoll, false, true);
+        assert!(s.end_sub(SubEnd::Empty, &turn(), &mut pool));
+        let t = text(&mut s);
+        assert!(t.starts_with("HTTP/1.1 204 No Content\r\n") && t.contains("Keep-Alive: timeout=7, max=10"), "{t}");
+        assert!(s.close_kind().is_none() && s.subscription().is_none());
+        assert!(!s.end_sub(SubEnd::Empty, &turn(), &mut pool), "only once");
+    }
+
+    #[test]
+    fn shedding_a_stream_writes_its_last_chunk_and_closes_server_first() {
+        let mut pool = BufPool::new(1024, 1);
+        let mut s = held(Mode::Sse, true, true);
+        s.end_sub(SubEnd::Shed, &turn(), &mut pool);
+        assert_eq!(text(&mut s), "0\r\n\r\n");
+        assert_eq!(s.close_kind(), Some(CloseKind::ServerFirst));
+    }
+
+    #[test]
+    fn deliveries_frame_messages_and_fill_gaps_from_history() {
+        let mut pool = BufPool::new(1024, 1);
+        let mut ps = PubSub::new(10, 10);
+        let id = ps.open("c", 0).unwrap();
+        for data in ["a", "b"] {
+            ps.publish(id, data, 0);
+        }
+        let ch = ps.get(id).unwrap();
+        let m2 = ch.message(2).unwrap().clone();
+        let enc = [pubsub::stream_payload(Mode::Stream, &m2), pubsub::stream_payload(Mode::Sse, &m2)];
+        let mut s = held(Mode::Sse, true, true);
+        assert_eq!(s.deliver(ch, &m2, &enc, &turn(), &mut pool), Delivery::Sent);
+        let t = text(&mut s);
+        assert!(t.contains("id: 1\ndata: a\n\nid: 2\ndata: b\n\n"), "gap filled: {t:?}");
+        assert_eq!(s.deliver(ch, &m2, &enc, &turn(), &mut pool), Delivery::Skipped, "no duplicate");
+        let mut poll = held(Mode::LongPoll, false, false);
+        assert_eq!(poll.deliver(ch, &m2, &enc, &turn(), &mut pool), Delivery::Answered);
+        let t = text(&mut poll);
+        assert!(t.contains("Connection: close") && t.ends_with("\"data\":\"b\"}]}\n"), "{t}");
+    }
+
+    /// Defect 14.7: a subscriber dropped for being slow got the stream cut
+    /// in the middle of a chunk.
+    #[test]
+    fn a_slow_subscriber_is_let_go_on_a_chunk_boundary_with_the_last_chunk() {
+        let mut pool = BufPool::new(1024, 1);
+        let mut ps = PubSub::new(1000, 10);
+        let id = ps.open("c", 0).unwrap();
+        let mut s = held(Mode::Stream, true, true);
+        let big = "x".repeat(8000);
+        let mut ended = false;
+        for _ in 0..200 {
+            let n = ps.publish(id, &big, 0);
+            let ch = ps.get(id).unwrap();
+            let m = ch.message(n).unwrap().clone();
+            let enc = [pubsub::stream_payload(Mode::Stream, &m), pubsub::stream_payload(Mode::Sse, &m)];
+            if s.deliver(ch, &m, &enc, &turn(), &mut pool) == Delivery::LetGo {
+                ended = true;
+                break;
+            }
+            // The client reads a little of the first segment, mid-chunk.
+            if n == 3
+                && let Some(out) = s.output()
+            {
+                out.advance(100);
+            }
+        }
+        assert!(ended);
+        let rest = s.output().unwrap().take_all();
+        assert!(rest.len() < 2 * SUB_SEGMENT, "the unsent queue was dropped");
+        assert!(rest.ends_with(b"\r\n0\r\n\r\n"), "ends with the last chunk after a whole one");
+    }
+
+    #[test]
+    fn timeouts_answer_408_only_when_a_request_was_under_way() {
+        let mut pool = BufPool::new(1024, 1);
+        let mut silent = Session::new();
+        assert!(!silent.timeout(&turn(), &mut pool));
+        assert_eq!(silent.close_kind(), Some(CloseKind::ServerFirst));
+        let mut slow = Session::new();
+        slow.buffers(&mut pool).input.extend_from_slice(b"GET / HT");
+        assert!(slow.eviction_notice(&turn().date).is_some());
+        assert!(slow.timeout(&turn(), &mut pool));
+        assert!(text(&mut slow).starts_with("HTTP/1.1 408 Request Timeout\r\n"));
+        let refusal = String::from_utf8(Session::refusal(&turn().date)).unwrap();
+        assert!(refusal.starts_with("HTTP/1.1 503 ") && refusal.contains("Retry-After: 1\r\n"));
+    }
+}

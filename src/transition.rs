@@ -1,0 +1,116 @@
+//! Moving connections between states: `settle` asks `decide` where a
+//! connection goes after its turn, `set_state` is the one function that
+//! moves it (the record's variant, its state list and timer stamp, what it
+//! gives back, the trace line), and `expire` is what each state's timer
+//! does when it runs out.
+
+use log::{debug, trace};
+
+use crate::conn::Kind;
+use crate::conn::decide::{Note, decide};
+use crate::server::Server;
+use crate::session::SubEnd;
+
+impl Server {
+    /// Decide where `key` goes after its turn, and move it there.
+    pub(crate) fn settle(&mut self, key: usize) {
+        let capacity = self.pool.input_capacity();
+        let (draining, abortive) = (self.draining.is_some(), self.cfg.abortive_close);
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let next = decide(&conn.facts(capacity, draining, abortive));
+        match next.note {
+            Note::Nothing => {}
+            Note::ClientClosedFirst => self.stats.client_closes_first += 1,
+            Note::Stalled => self.stats.backpressure_stalls += 1,
+        }
+        self.set_state(key, next.kind, next.restamp);
+        if next.requeue {
+            self.push_runq(key);
+        }
+    }
+
+    /// The one transition function: move `key` to `to`, restarting its
+    /// state's timer if it changes state or `restamp` says so. Leaving the
+    /// open states takes the connection off its channel and gives its
+    /// buffers back; an open state with nothing buffered holds none. Traced
+    /// at `RUST_LOG=trace` as `#7 Reading=>Writing`.
+    pub(crate) fn set_state(&mut self, key: usize, to: Kind, restamp: bool) {
+        let Some(from) = self.conns.get(key).map(|c| c.kind()) else { return };
+        if from != to {
+            trace!("#{key} {from:?}=>{to:?}");
+            if to.is_closing() && !from.is_closing() {
+                self.make_closing_room();
+            }
+            if to == Kind::Lingering {
+                self.stats.lingering_closes += 1;
+            }
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            let subscribed = conn.state.open().is_some_and(|o| o.session.subscription().is_some());
+            if !subscribed || !to.is_open() {
+                if let Some(o) = conn.state.open_mut() {
+                    o.session.drop_sub();
+                }
+                self.channels.unsubscribe(key, self.now);
+            }
+            conn.become_(to, &mut self.pool);
+            if to == Kind::Closed && self.accept_starved {
+                // A descriptor is free again: accept what waits.
+                self.accept_starved = false;
+                self.accept_ready = true;
+            }
+        }
+        if let Some(o) = self.conns.get_mut(key).and_then(|c| c.state.open_mut()) {
+            o.session.release_if_empty(&mut self.pool);
+        }
+        if from != to || restamp {
+            self.timers.enter(key, to, self.now);
+        }
+    }
+
+    /// `key`'s timer in state `kind` ran out.
+    pub(crate) fn expire(&mut self, key: usize, kind: Kind) {
+        trace!("#{key} {kind:?} timeout");
+        match kind {
+            Kind::Reading => {
+                // A request head (or body) took too long: 408 if one was
+                // under way, then close; a silent connection is just closed.
+                self.stats.header_timeouts += 1;
+                let turn = self.turn_info();
+                let pool = &mut self.pool;
+                let open = self.conns.get_mut(key).and_then(|c| c.state.open_mut());
+                let answered = open.is_some_and(|o| o.session.timeout(&turn, pool));
+                if answered {
+                    self.settle(key);
+                } else {
+                    self.set_state(key, Kind::Lingering, false);
+                }
+            }
+            Kind::Idle => {
+                if self.conns.get(key).is_some_and(|c| c.state.input_waiting()) {
+                    // Its next request is arriving as the timer runs out:
+                    // serve it rather than close on it.
+                    self.set_state(key, Kind::Idle, true);
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        conn.mark_readable(false);
+                    }
+                    self.push_runq(key);
+                } else {
+                    // §11: reap on the adaptive timeout, FIN first.
+                    self.stats.reaped += 1;
+                    self.set_state(key, Kind::Lingering, false);
+                }
+            }
+            Kind::Writing => {
+                debug!("#{key} send timeout: the client stopped reading");
+                self.stats.send_timeouts += 1;
+                self.set_state(key, Kind::Closed, false);
+            }
+            Kind::AwaitFin => self.set_state(key, Kind::Lingering, false),
+            Kind::Lingering => self.set_state(key, Kind::Closed, false),
+            // RFC 6202 §5.5: nothing arrived in time, answer 204.
+            Kind::Held => self.end_sub(key, SubEnd::Empty),
+            Kind::Streaming => self.stream_tick(key),
+            Kind::Serving | Kind::Closed => {}
+        }
+    }
+}
