@@ -66,11 +66,13 @@ pub struct Links {
 
 impl Links {
     /// The list `key` is on, if any.
+    #[inline]
     pub fn list_of(&self, key: usize) -> Option<u32> {
         self.nodes.get(key).map(|n| n.list).filter(|&l| l != NIL)
     }
 
     /// When `key` entered its list (0 when on none).
+    #[inline]
     pub fn since(&self, key: usize) -> u64 {
         self.nodes.get(key).map_or(0, |n| n.since)
     }
@@ -103,6 +105,32 @@ impl Links {
         ends.tail = key as u32;
         ends.len += 1;
         true
+    }
+
+    /// Move `key`, on list number `list`, to its tail stamped `now`: a
+    /// timer restarted. The tail itself is only restamped (the common case
+    /// of a connection alone on its list costs a store).
+    pub fn move_to_back(&mut self, ends: &mut Ends, list: u32, key: usize, now: u64) {
+        let Some(node) = self.nodes.get(key).copied().filter(|n| n.list == list && list != NIL) else { return };
+        let k = key as u32;
+        if ends.tail == k {
+            self.nodes[key].since = now;
+            return;
+        }
+        // Not the tail, so it has a next; unlink and append in one go (this
+        // runs once per request: every answered request restarts a timer).
+        match self.nodes.get_mut(node.prev as usize) {
+            Some(prev) if node.prev != NIL => prev.next = node.next,
+            _ => ends.head = node.next,
+        }
+        if let Some(next) = self.nodes.get_mut(node.next as usize) {
+            next.prev = node.prev;
+        }
+        if let Some(tail) = self.nodes.get_mut(ends.tail as usize) {
+            tail.next = k;
+        }
+        self.nodes[key] = Node { prev: ends.tail, next: NIL, list, since: now };
+        ends.tail = k;
     }
 
     /// Take `key` off list number `list` (whose ends are `ends`). A key that
@@ -155,9 +183,13 @@ mod tests {
         // Unlinking from a list the key is not on is refused.
         assert!(!links.unlink(&mut b, 1, 7));
         assert!(!links.unlink(&mut a, 0, 99));
+        links.move_to_back(&mut a, 0, 0, 20);
+        assert_eq!(order(&links, &a), [3, 7, 2, 0]);
+        links.move_to_back(&mut a, 0, 0, 21);
+        assert_eq!((order(&links, &a), links.since(0)), (vec![3, 7, 2, 0], 21));
         assert!(links.unlink(&mut a, 0, 7));
         assert!(links.unlink(&mut a, 0, 3));
-        assert_eq!(order(&links, &a), [0, 2]);
+        assert_eq!(order(&links, &a), [2, 0]);
         assert!(links.unlink(&mut a, 0, 2));
         assert!(links.unlink(&mut a, 0, 0));
         assert!(a.is_empty() && a.front().is_none());

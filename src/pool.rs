@@ -17,11 +17,13 @@ pub struct Bufs {
 }
 
 impl Bufs {
+    #[inline]
     pub fn has_input(&self) -> bool {
         self.start < self.input.len()
     }
 
     /// Room to read more (after compaction, or by growing up to `limit`).
+    #[inline]
     pub fn has_room(&self, limit: usize) -> bool {
         self.start > 0 || self.input.len() < self.input.capacity() || self.input.capacity() < limit
     }

@@ -36,7 +36,7 @@ use crate::access_log::AccessLog;
 use crate::admission::Budget;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::conn::{Conn, Kind};
+use crate::conn::{Conn, Kind, Open};
 use crate::files::Files;
 use crate::http::reply::DateCache;
 use crate::policy::{self, DRAIN_BUDGET, FLUSH_THRESHOLD, OUT_HIGH_WATER, WRITE_BUDGET};
@@ -260,7 +260,9 @@ impl Server {
         if std::mem::take(&mut self.shutdown_requested) {
             self.shutdown();
         }
-        self.accept_phase();
+        if self.accept_ready {
+            self.accept_phase();
+        }
         self.take_batch();
         self.read_phase();
         self.serve_phase();
@@ -327,11 +329,13 @@ impl Server {
     /// from the clock of the turn that just ended: a timer fires late by
     /// at most that turn's length.
     fn next_deadline(&self) -> Option<Duration> {
-        TIMED
-            .iter()
-            .filter_map(|&kind| Some(self.timers.since(self.timers.front(kind)?) + self.timeout_ms(kind)))
-            .min()
-            .map(|due| Duration::from_millis(due.saturating_sub(self.now) + 1))
+        let mut due = u64::MAX;
+        for kind in TIMED {
+            if let Some(key) = self.timers.front(kind) {
+                due = due.min(self.timers.since(key).saturating_add(self.timeout_ms(kind)));
+            }
+        }
+        (due != u64::MAX).then(|| Duration::from_millis(due.saturating_sub(self.now).saturating_add(1)))
     }
 
     /// What a session step needs to know about this turn.
@@ -384,6 +388,11 @@ impl Server {
             // SAFETY: read(2) into a local buffer from our own pipe.
             unsafe { libc::read(fd.as_raw_fd(), drain.as_mut_ptr().cast(), drain.len()) };
         }
+    }
+
+    /// Append to the run queue; the caller has set `in_runq`.
+    pub(crate) fn runq_push(&mut self, key: usize) {
+        self.runq.push(key);
     }
 
     pub(crate) fn push_runq(&mut self, key: usize) {
@@ -495,22 +504,15 @@ impl Server {
                 continue;
             }
             if o.sock.writable && s.output_pending() {
-                self.flush_open(key);
+                flush(key, o);
             }
         }
     }
 
     /// Write what `key` has pending, within the per-turn budget.
     pub(crate) fn flush_open(&mut self, key: usize) {
-        let Some(o) = self.conns.get_mut(key).and_then(|c| c.state.open_mut()) else { return };
-        let Some(out) = o.session.output() else { return };
-        let done = o.sock.flush(out, WRITE_BUDGET);
-        o.wrote |= done.bytes > 0;
-        if done.truncated {
-            // The file shrank under a response whose length was already
-            // sent: it cannot be completed. Stop, and close.
-            warn!("#{key}: file truncated while being sent; closing the connection");
-            o.session.abort();
+        if let Some(o) = self.conns.get_mut(key).and_then(|c| c.state.open_mut()) {
+            flush(key, o);
         }
     }
 
@@ -570,6 +572,19 @@ impl Server {
             let conns = &self.conns;
             self.runq.retain(|&k| conns.contains(k));
         }
+    }
+}
+
+/// Write what `o` has pending, within the per-turn budget.
+fn flush(key: usize, o: &mut Open) {
+    let Some(out) = o.session.output() else { return };
+    let done = o.sock.flush(out, WRITE_BUDGET);
+    o.wrote |= done.bytes > 0;
+    if done.truncated {
+        // The file shrank under a response whose length was already sent:
+        // it cannot be completed. Stop, and close.
+        warn!("#{key}: file truncated while being sent; closing the connection");
+        o.session.abort();
     }
 }
 

@@ -253,7 +253,7 @@ impl Service {
         ctx.stats.requests += 1;
         let route = Route::of(head.path);
         let mut early = self.early_status(head, &route, ctx);
-        let publish = matches!(route, Route::Publish(_)) && head.method == Method::Post && early.is_none();
+        let publish = early.is_none() && head.method == Method::Post && matches!(route, Route::Publish(_));
         let limit = if publish { MAX_MESSAGE as u64 } else { self.limits.max_body };
         let mut server_close = false;
         let mut collect = None;
@@ -286,7 +286,7 @@ impl Service {
                 }
             }
         }
-        self.respond(proto, head, early, server_close, collect, out, ctx)
+        self.respond(proto, head, route, early, server_close, collect, out, ctx)
     }
 
     /// A request whose body was read and dropped: answer it now from its
@@ -297,11 +297,13 @@ impl Service {
             self.fail(proto, Reject::new(Status::BAD_REQUEST, "request head"), out, ctx);
             return Step::Answered;
         };
-        let early = self.early_status(&head, &Route::of(head.path), ctx);
-        self.respond(proto, &head, early, false, None, out, ctx)
+        let route = Route::of(head.path);
+        let early = self.early_status(&head, &route, ctx);
+        self.respond(proto, &head, route, early, false, None, out, ctx)
     }
 
     /// A publish refused before its body is read (RFC 9110 §15.5.4).
+    #[inline]
     fn early_status(&self, head: &Head<'_>, route: &Route<'_>, ctx: &Ctx<'_>) -> Option<Status> {
         match route {
             Route::Publish(name) if head.method == Method::Post => self.may_publish(head, name, ctx).err(),
@@ -316,13 +318,13 @@ impl Service {
         &mut self,
         proto: &mut Proto,
         head: &Head<'_>,
+        route: Route<'_>,
         early: Option<Status>,
         server_close: bool,
         collect: Option<BodyDecoder>,
         out: &mut Output,
         ctx: &mut Ctx<'_>,
     ) -> Step {
-        let route = Route::of(head.path);
         let server_close = server_close || proto.served >= self.limits.max_requests || self.draining;
         let keep = head.keep_alive && !server_close;
         let http10 = head.version == parse::Version::Http10;

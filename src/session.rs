@@ -107,6 +107,7 @@ impl Session {
 
     /// Give the buffers back when they hold nothing: a connection with no
     /// work holds none.
+    #[inline]
     pub fn release_if_empty(&mut self, pool: &mut BufPool) {
         if self.bufs.as_ref().is_some_and(|b| !b.has_input() && b.out.is_empty())
             && let Some(bufs) = self.bufs.take()
@@ -122,20 +123,24 @@ impl Session {
         }
     }
 
+    #[inline]
     pub fn has_input(&self) -> bool {
         self.bufs.as_ref().is_some_and(|b| b.has_input())
     }
 
     /// Room to read more input (buffers not held yet count as room).
+    #[inline]
     pub fn input_room(&self, capacity: usize) -> bool {
         self.bufs.as_ref().is_none_or(|b| b.has_room(capacity))
     }
 
     /// Unsent output bytes, file ranges included.
+    #[inline]
     pub fn pending(&self) -> u64 {
         self.bufs.as_ref().map_or(0, |b| b.out.pending())
     }
 
+    #[inline]
     pub fn output_pending(&self) -> bool {
         self.bufs.as_ref().is_some_and(|b| !b.out.is_empty())
     }
@@ -183,6 +188,7 @@ impl Session {
 
     /// Whether a serve step may run now: input is there, the output is not
     /// backed up, and nothing holds the connection.
+    #[inline]
     pub fn may_serve(&self, high_water: u64) -> bool {
         self.sub.is_none()
             && !self.proto.is_done()

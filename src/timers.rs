@@ -30,15 +30,18 @@ impl Timers {
     }
 
     /// When `key` entered its list: the stamp its timeout runs from.
+    #[inline]
     pub fn since(&self, key: usize) -> u64 {
         self.links.since(key)
     }
 
+    #[inline]
     pub fn len(&self, kind: Kind) -> usize {
         self.ends[kind as usize].len()
     }
 
     /// The connection that has been in `kind` longest.
+    #[inline]
     pub fn front(&self, kind: Kind) -> Option<usize> {
         self.ends[kind as usize].front()
     }
@@ -53,6 +56,11 @@ impl Timers {
     pub fn enter(&mut self, key: usize, kind: Kind, now: u64) {
         self.leave(key);
         self.links.push_back(&mut self.ends[kind as usize], kind as u32, key, now);
+    }
+
+    /// Restart `key`'s timer in `kind`, the list it is on. O(1).
+    pub fn touch(&mut self, key: usize, kind: Kind, now: u64) {
+        self.links.move_to_back(&mut self.ends[kind as usize], kind as u32, key, now);
     }
 
     /// Take `key` off its list. O(1).

@@ -17,11 +17,28 @@ impl Server {
         let capacity = self.pool.input_capacity();
         let (draining, abortive) = (self.draining.is_some(), self.cfg.abortive_close);
         let Some(conn) = self.conns.get_mut(key) else { return };
+        let from = conn.kind();
         let next = decide(&conn.facts(capacity, draining, abortive));
         match next.note {
             Note::Nothing => {}
             Note::ClientClosedFirst => self.stats.client_closes_first += 1,
             Note::Stalled => self.stats.backpressure_stalls += 1,
+        }
+        if next.kind == from {
+            // Staying put, the usual case for a busy connection: only the
+            // buffers and the timer may change (`set_state`'s own fast path,
+            // without looking the record up again).
+            if let Some(o) = conn.state.open_mut() {
+                o.session.release_if_empty(&mut self.pool);
+            }
+            if next.restamp {
+                self.timers.touch(key, from, self.now);
+            }
+            if next.requeue && !conn.in_runq {
+                conn.in_runq = true;
+                self.runq_push(key);
+            }
+            return;
         }
         self.set_state(key, next.kind, next.restamp);
         if next.requeue {
@@ -36,7 +53,16 @@ impl Server {
     /// at `RUST_LOG=trace` as `#7 Reading=>Writing`.
     pub(crate) fn set_state(&mut self, key: usize, to: Kind, restamp: bool) {
         let Some(from) = self.conns.get(key).map(|c| c.kind()) else { return };
-        if from != to {
+        if from == to {
+            if let Some(o) = self.conns.get_mut(key).and_then(|c| c.state.open_mut()) {
+                o.session.release_if_empty(&mut self.pool);
+            }
+            if restamp {
+                self.timers.touch(key, to, self.now);
+            }
+            return;
+        }
+        {
             trace!("#{key} {from:?}=>{to:?}");
             if to.is_closing() && !from.is_closing() {
                 self.make_closing_room();
@@ -62,9 +88,7 @@ impl Server {
         if let Some(o) = self.conns.get_mut(key).and_then(|c| c.state.open_mut()) {
             o.session.release_if_empty(&mut self.pool);
         }
-        if from != to || restamp {
-            self.timers.enter(key, to, self.now);
-        }
+        self.timers.enter(key, to, self.now);
     }
 
     /// `key`'s timer in state `kind` ran out.

@@ -79,13 +79,25 @@ impl Output {
         }
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
-        self.segs.iter().all(|s| s.remaining() == 0)
+        // One segment or none is the common case: checked every turn for
+        // every connection, so without walking the ring.
+        match self.segs.len() {
+            0 => true,
+            1 => self.segs.front().is_none_or(|s| s.remaining() == 0),
+            _ => self.segs.iter().all(|s| s.remaining() == 0),
+        }
     }
 
     /// Unsent bytes, file ranges included: the back-pressure measure.
+    #[inline]
     pub fn pending(&self) -> u64 {
-        self.segs.iter().map(Seg::remaining).sum()
+        match self.segs.len() {
+            0 => 0,
+            1 => self.segs.front().map_or(0, Seg::remaining),
+            _ => self.segs.iter().map(Seg::remaining).sum(),
+        }
     }
 
     /// Bytes of memory this output holds (for the memory budget).
