@@ -19,6 +19,9 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let from = conn.kind();
         let next = decide(&conn.facts(capacity, draining, abortive));
+        if next.end_sub {
+            return self.end_sub(key, SubEnd::Shed);
+        }
         match next.note {
             Note::Nothing => {}
             Note::ClientClosedFirst => self.stats.client_closes_first += 1,

@@ -161,14 +161,6 @@ fn idle_client(server: &Server) -> TcpStream {
 }
 
 #[test]
-fn reaped_idle_connection_closes_with_the_handshake() {
-    let server = Server::start(&["--idle-timeout", "0.3"]);
-    let s = idle_client(&server);
-    assert_closed_gracefully(s);
-    assert!(server.status()["reaped"] >= 1);
-}
-
-#[test]
 fn evicted_idle_connection_closes_with_the_handshake() {
     let server = Server::start(&["--max-conns", "2"]);
     let oldest = idle_client(&server);

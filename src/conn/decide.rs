@@ -92,12 +92,14 @@ pub struct Next {
     pub requeue: bool,
     /// Restart the state's timer although the state stays the same.
     pub restamp: bool,
+    /// End the subscription now, with its last words (then decide again).
+    pub end_sub: bool,
     pub note: Note,
 }
 
 impl Next {
     fn to(kind: Kind) -> Next {
-        Next { kind, requeue: false, restamp: false, note: Note::Nothing }
+        Next { kind, requeue: false, restamp: false, end_sub: false, note: Note::Nothing }
     }
 
     fn requeue(mut self, yes: bool) -> Next {
@@ -141,6 +143,12 @@ fn decide_open(f: &Facts) -> Next {
         if f.has_input {
             // A request behind it ends it first (RFC 6202 §5.2): a turn.
             return Next::to(Kind::Serving).requeue(true);
+        }
+        if f.eof && mode != Mode::LongPoll {
+            // A stream has no answer to wait for, and only writing would
+            // tell a half-closed client from one that is gone: end it
+            // well-formed (its last chunk) and close.
+            return Next { end_sub: true, ..Next::to(Kind::Streaming) };
         }
         let kind = if mode == Mode::LongPoll { Kind::Held } else { Kind::Streaming };
         return Next::to(kind).requeue(f.readable && !f.eof).restamp(f.answered);
@@ -463,6 +471,16 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn a_stream_whose_client_closed_is_ended() {
+        let mut f = Facts::quiet(Streaming);
+        f.sub = Some(Mode::Sse);
+        f.eof = true;
+        assert!(decide(&f).end_sub);
+        f.sub = Some(Mode::LongPoll);
+        assert!(!decide(&f).end_sub);
     }
 
     #[test]
