@@ -8,11 +8,11 @@
 mod support;
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::{Reader, Response, Server, TempDir};
+use support::{Reader, Response, Server, TempDir, WAIT};
 
 /// Bytes that differ from their neighbours, so a body that is shifted,
 /// truncated or spliced compares unequal.
@@ -160,4 +160,76 @@ fn a_file_truncated_under_sendfile_ends_its_response_at_once() {
         "the connection hung for {took:?} after {} bytes (ended by {end:?}); --send-timeout is 3 s",
         bytes.len()
     );
+}
+
+/// Whether the server has stopped listening (it begins its shutdown by
+/// closing the listener), polled with a bound.
+fn wait_listener_closed(addr: SocketAddr) {
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(addr).is_ok() {
+        assert!(Instant::now() < deadline, "the server kept listening after SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Send all of a request head but its final CRLF, and wait until the server
+/// has read it: it holds input buffers for it (the gauge is taken at the
+/// start of the turn that answers `/_status`, so the status request's own
+/// buffers are not counted).
+fn head_in_flight(server: &Server, head_without_end: &str) -> TcpStream {
+    let mut s = server.connect();
+    s.write_all(head_without_end.as_bytes()).unwrap();
+    server.wait_status("the partial head to be read", |st| st["buffers_held"] >= 1);
+    s
+}
+
+/// Defect 14.3, long poll: a request head in flight at SIGTERM and
+/// completed after it subscribes during the shutdown. It must be answered
+/// `204` at once (as held long polls are at SIGTERM) with
+/// `Connection: close`. Today it is held until `--shutdown-timeout`, and the
+/// process then exits under it without an answer.
+#[test]
+fn long_poll_completed_after_sigterm_is_answered_204_at_once() {
+    let server = Server::start(&["--shutdown-timeout", "3"]);
+    let mut s = head_in_flight(&server, "GET /sub/news HTTP/1.1\r\nHost: t\r\n");
+    server.signal(libc::SIGTERM);
+    wait_listener_closed(server.addr);
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    s.write_all(b"\r\n").unwrap();
+    let mut rd = Reader::new();
+    let r = rd.response(&mut s, false).unwrap_or_else(|e| panic!("no answer within 1 s (shutdown timeout 3 s): {e}"));
+    assert_eq!(r.status, 204, "{}", r.head);
+    assert!(r.closes(), "{}", r.head);
+    let (rest, end) = rd.until_eof(&mut s);
+    assert!(rest.is_empty() && end.is_ok(), "then EOF: {} bytes, {end:?}", rest.len());
+}
+
+/// Defect 14.3, event stream: as above with `Accept: text/event-stream`.
+/// The stream must be ended cleanly, as streams open at SIGTERM are: its
+/// `retry:` chunk, the last chunk, then EOF. Today it gets `200` with
+/// `Connection: close` and is held until `--shutdown-timeout`, then cut
+/// without its last chunk.
+#[test]
+fn event_stream_completed_after_sigterm_ends_with_its_last_chunk() {
+    let server = Server::start(&["--shutdown-timeout", "3"]);
+    let mut s = head_in_flight(&server, "GET /sub/news HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n");
+    server.signal(libc::SIGTERM);
+    wait_listener_closed(server.addr);
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    s.write_all(b"\r\n").unwrap();
+    let mut rd = Reader::new();
+    let r = rd.response_head(&mut s).unwrap();
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"), "{}", r.head);
+    let mut chunks = Vec::new();
+    let end = loop {
+        match rd.chunk(&mut s) {
+            Ok(Some(data)) => chunks.push(String::from_utf8_lossy(&data).into_owned()),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(end.is_ok(), "no last chunk within 1 s (shutdown timeout 3 s) after {chunks:?}: {end:?}");
+    let (rest, end) = rd.until_eof(&mut s);
+    assert!(rest.is_empty() && end.is_ok(), "then EOF: {} bytes, {end:?}", rest.len());
 }
