@@ -10,7 +10,7 @@ mod support;
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -376,4 +376,99 @@ fn a_downloader_is_never_on_the_slow_head_list() {
     let got = progress.load(Ordering::Relaxed);
     assert!(got > 64 << 20, "the download hardly ran ({got} bytes): nothing was shown");
     assert_eq!(reading, 0, "in {reading} of {samples} samples the downloader was on the request-head list");
+}
+
+/// A connection whose receive buffer is set to `bytes` before the
+/// handshake (so the window it offers is small from the start).
+fn connect_with_rcvbuf(addr: SocketAddr, bytes: i32) -> TcpStream {
+    let SocketAddr::V4(v4) = addr else { panic!("the server listens on 127.0.0.1") };
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: a fresh socket, options and address from live locals; the
+    // descriptor is handed to the TcpStream, which owns it from then on.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+        let s = TcpStream::from_raw_fd(fd);
+        let size = std::mem::size_of::<i32>() as libc::socklen_t;
+        let rc = libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&bytes as *const i32).cast(), size);
+        assert_eq!(rc, 0, "SO_RCVBUF: {}", io::Error::last_os_error());
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let rc = libc::connect(fd, (&sin as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(rc, 0, "connect: {}", io::Error::last_os_error());
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.set_write_timeout(Some(WAIT)).unwrap();
+        s
+    }
+}
+
+/// Walk a chunked body: `Ok(payloads)` if it is complete chunks followed by
+/// the last chunk and its empty trailer, and nothing after; else where and
+/// how the framing broke.
+fn chunked_framing(body: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut chunks = Vec::new();
+    let mut pos = 0;
+    loop {
+        let line = support::find(&body[pos..], b"\r\n")
+            .ok_or_else(|| format!("after {} chunks, at byte {pos}: no chunk-size line", chunks.len()))?;
+        let text = String::from_utf8_lossy(&body[pos..pos + line]).into_owned();
+        let size = usize::from_str_radix(&text, 16).map_err(|_| format!("at byte {pos}: chunk size {text:?}"))?;
+        pos += line + 2;
+        if size == 0 {
+            return match &body[pos..] {
+                b"\r\n" => Ok(chunks),
+                rest => Err(format!("last chunk followed by {:?}", String::from_utf8_lossy(rest))),
+            };
+        }
+        if body.len() < pos + size + 2 {
+            return Err(format!(
+                "after {} chunks: a chunk of {size} bytes cut at {} (then EOF, no last chunk)",
+                chunks.len(),
+                body.len() - pos
+            ));
+        }
+        if &body[pos + size..pos + size + 2] != b"\r\n" {
+            return Err(format!("chunk {} not followed by CRLF", chunks.len()));
+        }
+        chunks.push(body[pos..pos + size].to_vec());
+        pos += size + 2;
+    }
+}
+
+/// Defect 14.7: a subscriber with a 4 KiB receive buffer stops reading
+/// while about 4 MB is published; past 256 KiB queued the server drops it.
+/// What it has been sent must stay a well-formed chunked body: the chunk
+/// already partly sent is finished, the unsent queue dropped, then the last
+/// chunk `0\r\n\r\n`, then a graceful close. Today the queue is cleared
+/// with the chunk half sent: the stream ends mid-chunk, then FIN.
+#[test]
+fn slow_event_stream_subscriber_is_dropped_with_a_well_formed_end() {
+    let server = Server::start(&[]);
+    let mut sub = connect_with_rcvbuf(server.addr, 4096);
+    sub.write_all(b"GET /sub/flood HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    let mut rd = Reader::new();
+    let head = rd.response_head(&mut sub).unwrap();
+    assert_eq!(head.status, 200, "{}", head.head);
+    assert_eq!(head.header("transfer-encoding"), Some("chunked"), "{}", head.head);
+    server.wait_status("the subscriber to be streaming", |st| st["streaming"] == 1);
+    let mut publisher = server.connect();
+    let mut prd = Reader::new();
+    let message = "x".repeat(60_000);
+    for _ in 0..64 {
+        let req = format!("POST /pub/flood HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{message}", message.len());
+        publisher.write_all(req.as_bytes()).unwrap();
+        assert_eq!(prd.response(&mut publisher, false).unwrap().status, 200);
+    }
+    server.wait_status("the slow subscriber to be dropped", |st| st["slow_subscribers_dropped"] == 1);
+    sub.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let (body, end) = rd.until_eof(&mut sub);
+    assert!(end.is_ok(), "a graceful close, not {end:?}");
+    let chunks = chunked_framing(&body).unwrap_or_else(|e| panic!("malformed stream ({} bytes): {e}", body.len()));
+    let text: Vec<u8> = chunks.concat();
+    assert!(text.starts_with(b"retry: "), "{:?}", String::from_utf8_lossy(&text[..text.len().min(40)]));
+    assert!(text.ends_with(b"\n\n"), "the stream ends inside an event");
 }
