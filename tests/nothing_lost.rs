@@ -472,3 +472,160 @@ fn slow_event_stream_subscriber_is_dropped_with_a_well_formed_end() {
     assert!(text.starts_with(b"retry: "), "{:?}", String::from_utf8_lossy(&text[..text.len().min(40)]));
     assert!(text.ends_with(b"\n\n"), "the stream ends inside an event");
 }
+
+/// A keep-alive client that has had one exchange: the server holds it idle.
+fn idle_client(server: &Server) -> (TcpStream, Reader) {
+    let mut s = server.connect();
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut rd = Reader::new();
+    let r = rd.response(&mut s, false).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(!r.closes());
+    (s, rd)
+}
+
+/// Defect 14.8, eviction: with every slot taken (`--max-conns 2`, two
+/// idle keep-alive connections), the least recently used idle connection
+/// sends its next request, and in the same instant a newcomer arrives. The
+/// request is in the socket when the server picks whom to evict: that
+/// connection is not idle any more, and its request must be answered. The
+/// server is stopped while both arrive, so its next turn sees them
+/// together. Today it accepts first, evicts the oldest "idle" connection,
+/// drains the request it had received, and the client gets a FIN with no
+/// response.
+#[test]
+fn idle_connection_whose_request_has_arrived_is_not_evicted() {
+    let server = Server::start(&["--max-conns", "2"]);
+    let (mut oldest, mut oldest_rd) = idle_client(&server);
+    let (_newer, _) = idle_client(&server);
+    freeze(&server);
+    oldest.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut newcomer = server.connect();
+    newcomer.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    thaw(&server);
+    oldest.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let r = oldest_rd.response(&mut oldest, false);
+    let r = r.unwrap_or_else(|e| panic!("the request that had arrived got no response: {e}"));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"Hello, World!"[..]));
+    let n = Reader::new().response(&mut newcomer, false).unwrap();
+    assert!(n.status == 200 || n.status == 503, "the newcomer: {}", n.head);
+}
+
+/// Defect 14.8, shutdown: an idle keep-alive connection whose next request
+/// has arrived when SIGTERM is handled is not idle: the request is answered
+/// (with `Connection: close`), then the connection closes. The server is
+/// stopped while both arrive. Today SIGTERM closes every "idle" connection
+/// at once: the request is drained and the client gets a FIN.
+#[test]
+fn request_that_has_arrived_at_sigterm_is_answered() {
+    let server = Server::start(&["--shutdown-timeout", "3"]);
+    let (mut s, mut rd) = idle_client(&server);
+    freeze(&server);
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    server.signal(libc::SIGTERM);
+    thaw(&server);
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let r = rd.response(&mut s, false).unwrap_or_else(|e| panic!("the request that had arrived got no response: {e}"));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"Hello, World!"[..]));
+    assert!(r.closes(), "{}", r.head);
+    let (rest, end) = rd.until_eof(&mut s);
+    assert!(rest.is_empty() && end.is_ok(), "then EOF: {} bytes, {end:?}", rest.len());
+    drop(s);
+    assert_eq!(server.wait_exit(), Some(0));
+}
+
+/// Defect 14.8, related: connections already in the listen backlog when
+/// SIGTERM is handled (the handshake done by the kernel, the request sent)
+/// must be accepted and answered, with `Connection: close`, inside the
+/// shutdown window. Today the listener is closed at once and they are
+/// reset.
+#[test]
+fn connections_in_the_backlog_at_sigterm_are_answered() {
+    let server = Server::start(&["--shutdown-timeout", "3"]);
+    freeze(&server);
+    let mut waiting: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
+    for s in &mut waiting {
+        s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    }
+    server.signal(libc::SIGTERM);
+    thaw(&server);
+    for (i, s) in waiting.iter_mut().enumerate() {
+        let mut rd = Reader::new();
+        let r = rd.response(s, false).unwrap_or_else(|e| panic!("client {i} in the backlog: {e}"));
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"Hello, World!"[..]), "client {i}");
+        assert!(r.closes(), "client {i}: {}", r.head);
+    }
+}
+
+/// Suspected: the idle timer of a keep-alive connection is not restarted
+/// when a request is read, answered and written within one turn (the
+/// connection never leaves the idle list, so it keeps the stamp of when it
+/// first went idle). A client that asks something every 300 ms, with a
+/// 1 s idle timeout, is never idle for 1 s and must keep its connection.
+#[test]
+fn connection_used_every_300_ms_outlives_a_1_s_idle_timeout() {
+    let server = Server::start(&["--idle-timeout", "1", "--min-idle-timeout", "1"]);
+    let (mut s, mut rd) = idle_client(&server);
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let started = Instant::now();
+    for i in 1..=10 {
+        std::thread::sleep(Duration::from_millis(300));
+        let sent = s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+        let at = started.elapsed();
+        let r = sent.and_then(|()| rd.response(&mut s, false));
+        let r = r.unwrap_or_else(|e| panic!("request {i}, {at:?} after the first went idle: {e}"));
+        assert_eq!(r.status, 200);
+        assert!(!r.closes(), "request {i}: {}", r.head);
+    }
+}
+
+/// Found while reproducing 14.4 (same family as 14.2: a short `sendfile`
+/// count taken for a full socket). A signal that arrives while the server
+/// is inside `sendfile` makes the call return early with part of what was
+/// asked; the socket is not full, so no writable edge follows, and the
+/// response stalls until `--send-timeout`. SIGTERM is such a signal, and
+/// the shutdown promises to let in-flight responses finish: a download
+/// under way at SIGTERM must complete, then the connection closes. (The
+/// signal is sent a few times so that one of them lands inside a
+/// `sendfile`; a repeated SIGTERM is the same shutdown.)
+#[test]
+fn download_in_flight_at_sigterm_completes() {
+    let dir = TempDir::new("sigterm-download");
+    let len = 256u64 << 20;
+    sparse_file(&dir, "big.bin", len);
+    let server = Server::start(&["--root", dir.arg(), "--shutdown-timeout", "3"]);
+    let mut s = server.connect();
+    s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut rd = Reader::new();
+    let head = rd.response_head(&mut s).unwrap();
+    assert_eq!((head.status, content_length(&head)), (200, len));
+    let already = rd.leftover().len() as u64;
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicU64::new(already));
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let downloader = {
+        let (stop, progress) = (stop.clone(), progress.clone());
+        std::thread::spawn(move || {
+            let got = download(s.try_clone().unwrap(), len, already, &stop, &progress);
+            (got, Reader::new().until_eof(&mut s))
+        })
+    };
+    let deadline = Instant::now() + WAIT;
+    while progress.load(Ordering::Relaxed) < 16 << 20 {
+        assert!(Instant::now() < deadline, "the download did not start");
+        std::thread::yield_now();
+    }
+    for _ in 0..10 {
+        server.signal(libc::SIGTERM);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (got, (rest, end)) = downloader.join().unwrap();
+    let stalled_at = progress.load(Ordering::Relaxed);
+    assert_eq!(
+        got.as_ref().ok(),
+        Some(&len),
+        "the download under way at SIGTERM stalled at {stalled_at} bytes: {got:?}"
+    );
+    assert!(rest.is_empty() && end.is_ok(), "then EOF: {} bytes, {end:?}", rest.len());
+}
