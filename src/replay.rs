@@ -68,6 +68,12 @@ pub fn loopback() -> SocketAddr {
 /// Panics if the service breaks its own contract (consumes more than it
 /// was given), which is what a fuzzer should find.
 pub fn replay(world: &mut World, pieces: &[&[u8]]) -> Vec<u8> {
+    replay_state(world, pieces).0
+}
+
+/// As `replay`, also returning the protocol state at the end: done means
+/// the connection will be closed, so the last response must have said so.
+pub fn replay_state(world: &mut World, pieces: &[&[u8]]) -> (Vec<u8>, Proto) {
     let mut proto = Proto::new();
     let mut out = Output::default();
     let mut input = Vec::new();
@@ -87,5 +93,5 @@ pub fn replay(world: &mut World, pieces: &[&[u8]]) -> Vec<u8> {
             }
         }
     }
-    out.take_all()
+    (out.take_all(), proto)
 }

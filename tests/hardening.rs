@@ -143,4 +143,3 @@ fn descriptor_exhaustion_refuses_without_spinning_and_recovers() {
     }
     assert!(server.status()["accept_errors"] >= 1);
 }
-
