@@ -18,37 +18,44 @@ use crate::server::Server;
 use crate::session::{Session, SubEnd};
 use crate::sys;
 
-/// Descriptors kept back from connections: listener, poll, log, reserve,
-/// signal pipe, and the files being served (the file cache keeps its open
-/// descriptors under `files::MAX_OPEN_FILES`, counted here too).
-pub const SPARE_FDS: u64 = 64 + crate::files::MAX_OPEN_FILES as u64;
+/// Descriptors kept back from connections and files: listener, poll,
+/// log, reserve, signal pipe, and whatever the next versions add.
+pub const SPARE_FDS: u64 = 64;
 
-/// How many connections may be open, and how many closing beside them.
+/// How the descriptors are shared: open connections, closing ones, and
+/// the large files the file cache keeps open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Budget {
     pub slots: usize,
     /// Closing connections (lingering, or awaiting the client's FIN)
     /// allowed beside the live slots: a close must not wait for a slot.
     pub closing: usize,
+    /// Descriptors the file cache may keep open (`files::MAX_OPEN_FILES`,
+    /// or an eighth of the limit when that is smaller).
+    pub files: usize,
 }
 
 impl Budget {
-    /// Fit `max_conns` slots, a quarter more for closing connections, and
-    /// the spare descriptors under `nofile`. When they do not fit, both
-    /// shrink (4:1) and the reason is returned for the log.
+    /// Fit `max_conns` slots, a quarter more for closing connections, the
+    /// file cache's descriptors and the spare ones under `nofile`. When they
+    /// do not fit, slots and closing shrink (4:1) and the reason is
+    /// returned for the log.
     pub fn fit(max_conns: usize, nofile: u64) -> (Budget, Option<String>) {
+        let files = (nofile / 8).clamp(1, crate::files::MAX_OPEN_FILES as u64);
+        let reserved = SPARE_FDS + files;
         let closing = (max_conns / 4).max(64);
-        let needed = (max_conns + closing) as u64 + SPARE_FDS;
+        let needed = (max_conns + closing) as u64 + reserved;
+        let files = files as usize;
         if needed <= nofile {
-            return (Budget { slots: max_conns, closing }, None);
+            return (Budget { slots: max_conns, closing, files }, None);
         }
-        let room = nofile.saturating_sub(SPARE_FDS) as usize;
+        let room = nofile.saturating_sub(reserved) as usize;
         let slots = (room * 4 / 5).max(1);
         let closing = room.saturating_sub(slots).max(1);
         let why = format!(
             "descriptor limit {nofile} is below what --max-conns {max_conns} needs ({needed}); using {slots} slots (+{closing} closing)"
         );
-        (Budget { slots, closing }, Some(why))
+        (Budget { slots, closing, files }, Some(why))
     }
 }
 
@@ -196,15 +203,16 @@ mod tests {
     /// closing connections could overrun the descriptors.
     #[test]
     fn slots_closing_and_spares_never_exceed_the_descriptor_limit() {
-        for nofile in [SPARE_FDS + 2, SPARE_FDS + 100, 1024, 4096, 20_000, 65_536, 1 << 20] {
+        for nofile in [SPARE_FDS + 16, 256, 1024, 4096, 20_000, 65_536, 1 << 20] {
             for max_conns in [1, 100, 1000, 10_000, 100_000] {
                 let (b, lowered) = Budget::fit(max_conns, nofile);
-                let used = (b.slots + b.closing) as u64 + SPARE_FDS;
+                let used = (b.slots + b.closing + b.files) as u64 + SPARE_FDS;
                 assert!(used <= nofile, "{max_conns} in {nofile}: {b:?} uses {used}");
                 assert!(b.slots >= 1 && b.closing >= 1);
                 assert!(lowered.is_some() || b.slots == max_conns, "{max_conns} in {nofile}");
             }
         }
-        assert_eq!(Budget::fit(10_000, 1 << 20).0, Budget { slots: 10_000, closing: 2500 });
+        assert_eq!(Budget::fit(10_000, 1 << 20).0, Budget { slots: 10_000, closing: 2500, files: 256 });
+        assert_eq!(Budget::fit(100, 256).0.files, 32, "an eighth of a small limit");
     }
 }

@@ -94,17 +94,33 @@ pub enum Miss {
     Redirect(String),
     /// The path is malformed (bad escape, NUL, `..`).
     BadPath,
+    /// The file exists but cannot be opened now (descriptors ran out).
+    Unavailable,
 }
 
 pub struct Files {
     root: Option<PathBuf>,
+    /// Request path as sent (still percent-encoded) to its entry: the fast
+    /// path, one hash of the raw target.
     cache: FnvMap<Rc<Entry>>,
+    /// Canonical path on disk to its entry: every spelling of one file
+    /// (`/a`, `//a`, `/./a`, `/%61`) shares one entry, and one descriptor.
+    files: HashMap<PathBuf, Rc<Entry>>,
     cached_bytes: usize,
+    /// Entries in `files` holding a descriptor (large files), and how many
+    /// may (the server's descriptor budget).
+    open_files: usize,
+    max_open_files: usize,
 }
 
 impl Files {
     /// Serve `root` (canonicalised), or the built-in site when `None`.
     pub fn new(root: Option<&Path>, now: SystemTime) -> io::Result<Files> {
+        Files::with_open_files(root, now, MAX_OPEN_FILES)
+    }
+
+    /// As `new`, keeping at most `max_open_files` descriptors open.
+    pub fn with_open_files(root: Option<&Path>, now: SystemTime, max_open_files: usize) -> io::Result<Files> {
         let root = match root {
             Some(r) => {
                 let canon = fs::canonicalize(r)?;
@@ -115,7 +131,14 @@ impl Files {
             }
             None => None,
         };
-        let mut files = Files { root, cache: FnvMap::default(), cached_bytes: 0 };
+        let mut files = Files {
+            root,
+            cache: FnvMap::default(),
+            files: HashMap::new(),
+            cached_bytes: 0,
+            open_files: 0,
+            max_open_files: max_open_files.max(1),
+        };
         if files.root.is_none() {
             files.load_builtin(now);
         }
@@ -136,22 +159,58 @@ impl Files {
     /// Find the file for a request path (raw, still percent-encoded).
     pub fn lookup(&mut self, raw: &str, now_secs: u64) -> Result<Rc<Entry>, Miss> {
         if let Some(entry) = self.cache.get(raw) {
-            if entry.fs_path.is_none() || entry.checked.get() == now_secs || entry.unchanged_on_disk(now_secs) {
+            if entry.is_current(now_secs) {
                 return Ok(entry.clone());
             }
             // Changed or gone: forget it and load afresh.
-            if let Some(stale) = self.cache.remove(raw) {
-                self.cached_bytes -= stale.mem_len();
-            }
+            self.forget(raw);
         }
-        let Some(root) = &self.root else {
+        let Some(root) = self.root.clone() else {
             // The built-in site: the same path rules, then the decoded path.
             let (decoded, _) = resolve(Path::new("/"), raw)?;
             return decoded.to_str().and_then(|d| self.cache.get(d)).cloned().ok_or(Miss::NotFound);
         };
-        let (path, is_dir_request) = resolve(root, raw)?;
-        let entry = Rc::new(load(root, &path, is_dir_request, raw, now_secs)?);
+        let (path, is_dir_request) = resolve(&root, raw)?;
+        let entry = self.load(&root, &path, is_dir_request, raw, now_secs)?;
         self.insert(raw, entry.clone());
+        Ok(entry)
+    }
+
+    /// The entry for the file at `path`: shared with every other spelling
+    /// that resolved to the same file, else opened.
+    fn load(&mut self, root: &Path, path: &Path, is_dir_request: bool, raw: &str, now: u64) -> Result<Rc<Entry>, Miss> {
+        let meta = fs::metadata(path).map_err(miss)?;
+        let path = if meta.is_dir() {
+            if !is_dir_request {
+                return Err(Miss::Redirect(directory_location(raw)));
+            }
+            path.join("index.html")
+        } else if is_dir_request {
+            return Err(Miss::NotFound);
+        } else {
+            path.to_path_buf()
+        };
+        let canon = fs::canonicalize(&path).map_err(miss)?;
+        if !canon.starts_with(root) {
+            // A symlink pointing out of the root: as if it were not there.
+            return Err(Miss::NotFound);
+        }
+        if let Some(entry) = self.files.get(&canon) {
+            if entry.is_current(now) {
+                return Ok(entry.clone());
+            }
+            self.forget_file(&canon);
+        }
+        if self.open_files >= self.max_open_files {
+            // Crude but bounded, like the rest of the cache: start over.
+            // The descriptors close as the last response using each is sent.
+            self.clear();
+        }
+        let entry = Rc::new(open_regular(&canon, now).map_err(miss)?);
+        if matches!(entry.body, Body::File(_)) {
+            self.open_files += 1;
+        }
+        self.files.insert(canon, entry.clone());
         Ok(entry)
     }
 
@@ -159,11 +218,37 @@ impl Files {
         if self.cache.len() >= MAX_ENTRIES || self.cached_bytes + entry.mem_len() > MAX_CACHED_BYTES {
             // Crude but bounded: start over. Hot files come back on the next
             // request; the working sets linger serves fit easily.
-            self.cache.clear();
-            self.cached_bytes = 0;
+            self.clear();
         }
         self.cached_bytes += entry.mem_len();
         self.cache.insert(raw.into(), entry);
+    }
+
+    fn clear(&mut self) {
+        self.cache.clear();
+        self.files.clear();
+        self.cached_bytes = 0;
+        self.open_files = 0;
+    }
+
+    /// Drop the entry a spelling leads to, and the file's own entry.
+    fn forget(&mut self, raw: &str) {
+        if let Some(stale) = self.cache.remove(raw) {
+            self.cached_bytes -= stale.mem_len();
+            if let Some(path) = &stale.fs_path
+                && self.files.get(path).is_some_and(|e| Rc::ptr_eq(e, &stale))
+            {
+                self.forget_file(path);
+            }
+        }
+    }
+
+    fn forget_file(&mut self, path: &Path) {
+        if let Some(stale) = self.files.remove(path)
+            && matches!(stale.body, Body::File(_))
+        {
+            self.open_files -= 1;
+        }
     }
 
     /// Answer GET or HEAD for `entry`, honouring conditionals and ranges.
@@ -262,6 +347,25 @@ impl Entry {
         }
     }
 
+    /// Whether the entry still describes the file. The path is `stat`ed at
+    /// most once a second (a file replaced by another shows there); a large
+    /// file's descriptor is `fstat`ed on every use, because its size is
+    /// announced before `sendfile` reads it: a file rewritten in place
+    /// within the second must not be served at its old length.
+    fn is_current(&self, now_secs: u64) -> bool {
+        if self.fs_path.is_none() {
+            return true;
+        }
+        let path_ok = self.checked.get() == now_secs || self.unchanged_on_disk(now_secs);
+        path_ok
+            && match &self.body {
+                Body::Mem(_) => true,
+                Body::File(file) => {
+                    file.metadata().is_ok_and(|m| m.len() == self.size && mtime_ns(&m) == self.mtime_ns)
+                }
+            }
+    }
+
     /// `stat` the file again (at most once a second per file): if it is
     /// unchanged, stamp the entry fresh in place and keep serving it.
     fn unchanged_on_disk(&self, now_secs: u64) -> bool {
@@ -313,38 +417,18 @@ fn resolve(root: &Path, raw: &str) -> Result<(PathBuf, bool), Miss> {
     Ok((path, raw.ends_with('/')))
 }
 
-fn load(root: &Path, path: &Path, is_dir_request: bool, raw: &str, now_secs: u64) -> Result<Entry, Miss> {
-    let meta = fs::metadata(path).map_err(|_| Miss::NotFound)?;
-    let path = if meta.is_dir() {
-        if !is_dir_request {
-            return Err(Miss::Redirect(format!("{raw}/")));
-        }
-        path.join("index.html")
-    } else if is_dir_request {
-        return Err(Miss::NotFound);
-    } else {
-        path.to_path_buf()
-    };
-    open_regular(root, &path, now_secs).map_err(|_| Miss::NotFound)
-}
-
-/// Open a regular file confined to the root. Symlinks are resolved first
-/// and the result must still be a regular file: device files and FIFOs are
-/// never opened (opening a FIFO would block the loop).
-fn open_regular(root: &Path, path: &Path, now_secs: u64) -> io::Result<Entry> {
-    let meta = fs::metadata(path)?;
+/// Open a regular file at its canonical path (symlinks resolved, confined
+/// to the root by the caller). The result must be a regular file: device
+/// files and FIFOs are never opened (opening a FIFO would block the loop).
+fn open_regular(canon: &Path, now_secs: u64) -> io::Result<Entry> {
+    let meta = fs::metadata(canon)?;
     if !meta.is_file() {
-        return Err(io::ErrorKind::NotFound.into());
-    }
-    let canon = fs::canonicalize(path)?;
-    if !canon.starts_with(root) {
-        // A symlink pointing out of the root: as if it were not there.
         return Err(io::ErrorKind::NotFound.into());
     }
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&canon)?;
+        .open(canon)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(io::ErrorKind::NotFound.into());
@@ -361,11 +445,30 @@ fn open_regular(root: &Path, path: &Path, now_secs: u64) -> io::Result<Entry> {
         Body::File(Rc::new(file))
     };
     let mime = mime_of(&canon.to_string_lossy());
-    Ok(Entry::with_mtime(Some(canon), meta.ino(), mtime_ns(&meta), size, mime, body, now_secs))
+    Ok(Entry::with_mtime(Some(canon.to_path_buf()), meta.ino(), mtime_ns(&meta), size, mime, body, now_secs))
 }
 
 fn mtime_ns(meta: &fs::Metadata) -> i128 {
     i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
+}
+
+/// Why a file could not be had: out of descriptors is not "not found".
+fn miss(e: io::Error) -> Miss {
+    if crate::sys::is_out_of_descriptors(&e) { Miss::Unavailable } else { Miss::NotFound }
+}
+
+/// Where a directory named without its trailing slash is redirected: the
+/// same path cleaned of empty and `.` segments, so that `//host/dir` can
+/// never become a protocol-relative `Location` that sends the client to
+/// another host (an open redirect).
+fn directory_location(raw: &str) -> String {
+    let mut location = String::with_capacity(raw.len() + 1);
+    for segment in raw.split('/').filter(|s| !s.is_empty() && *s != ".") {
+        location.push('/');
+        location.push_str(segment);
+    }
+    location.push('/');
+    location
 }
 
 /// Decode %XX escapes. `None` for a malformed escape or an encoded NUL.
@@ -630,6 +733,13 @@ mod tests {
         // Double encoding decodes once: "%2e" is a literal file name.
         assert_eq!(resolve(root, "/%252e%252e/x"), Ok((PathBuf::from("/srv/%2e%2e/x"), false)));
         assert_eq!(resolve(root, "/d/"), Ok((PathBuf::from("/srv/d"), true)));
+    }
+
+    #[test]
+    fn directory_redirects_stay_on_this_host() {
+        assert_eq!(directory_location("/dir"), "/dir/");
+        assert_eq!(directory_location("//evil.example"), "/evil.example/");
+        assert_eq!(directory_location("/a/./b//c"), "/a/b/c/");
     }
 
     #[test]

@@ -131,7 +131,7 @@ impl Server {
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let wall = clock.wall();
-        let files = Files::new(cfg.root.as_deref(), wall)?;
+        let files = Files::with_open_files(cfg.root.as_deref(), wall, budget.files)?;
         let log = cfg.access_log.as_deref().map(AccessLog::open).transpose()?;
         let limits =
             Limits { max_head: cfg.max_header_bytes, max_body: cfg.max_body_bytes, max_requests: cfg.max_requests };
@@ -437,7 +437,7 @@ impl Server {
             if !o.sock.readable || o.sock.eof || o.sock.failed {
                 continue;
             }
-            if o.session.pending() >= OUT_HIGH_WATER {
+            if o.session.pending_memory() >= OUT_HIGH_WATER {
                 // Back-pressure: the client is not reading its responses, so
                 // stop reading its requests.
                 self.stats.backpressure_stalls += 1;

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use log::{debug, warn};
 
 use crate::access_log::AccessLog;
-use crate::files::{Files, Miss};
+use crate::files::{Files, Miss, percent_decode};
 use crate::http::body::{BodyDecoder, LAST_CHUNK};
 use crate::http::parse::{self, BodyLength, Head, Method, Parsed, Reject};
 use crate::http::reply;
@@ -86,8 +86,8 @@ const PUB_ALLOW: &[u8] = b"Allow: POST, OPTIONS\r\n";
 const SUB_ALLOW: &[u8] = b"Allow: GET, OPTIONS\r\n";
 /// Subscriber responses must not be cached (RFC 6202 §5.6).
 const NO_CACHE: &[u8] = b"Cache-Control: no-cache\r\n";
-/// A channel refused for want of room: try again later.
-const CHANNELS_FULL: &[u8] = b"Retry-After: 1\r\n";
+/// Refused for want of room (channels, descriptors): try again later.
+const RETRY_LATER: &[u8] = b"Retry-After: 1\r\n";
 
 /// Which part of the server a path belongs to.
 enum Route<'a> {
@@ -145,21 +145,23 @@ impl Service {
         match &mut proto.reading {
             Reading::Discard(d) => {
                 let mut seen = 0u64;
-                return match d.decoder.feed(input, |data| seen += data.len() as u64) {
-                    Ok(fed) if seen <= d.left && !fed.done => {
+                let fed = d.decoder.feed(input, |data| seen += data.len() as u64);
+                let over = seen + d.decoder.announced() > d.left;
+                return match fed {
+                    // Nothing was answered yet: the status can say why.
+                    Ok(_) if over => {
+                        self.fail(proto, Reject::new(Status::CONTENT_TOO_LARGE, "body over limit"), out, ctx);
+                        (input.len(), Step::Answered)
+                    }
+                    Ok(fed) if !fed.done => {
                         d.left -= seen;
                         (fed.consumed, Step::NeedInput)
                     }
-                    Ok(fed) if seen <= d.left => {
+                    Ok(fed) => {
                         let Reading::Discard(d) = std::mem::replace(&mut proto.reading, Reading::Head) else {
                             unreachable!("matched Discard above")
                         };
                         (fed.consumed, self.answer_after_body(proto, &d.head, out, ctx))
-                    }
-                    // Nothing was answered yet: the status can say why.
-                    Ok(_) => {
-                        self.fail(proto, Reject::new(Status::CONTENT_TOO_LARGE, "body over limit"), out, ctx);
-                        (input.len(), Step::Answered)
                     }
                     Err(e) => {
                         self.fail(proto, Reject::new(Status::BAD_REQUEST, e.why()), out, ctx);
@@ -177,6 +179,7 @@ impl Service {
                         body.extend_from_slice(data);
                     }
                 });
+                over |= c.body.len() as u64 + c.decoder.announced() > limit as u64;
                 return match fed {
                     Ok(fed) if !over && !fed.done => (fed.consumed, Step::NeedInput),
                     Ok(fed) if !over => {
@@ -386,6 +389,7 @@ impl Service {
             Ok(entry) => self.files.respond(head, &entry, reply),
             Err(Miss::NotFound) => reply.simple(Status::NOT_FOUND, b""),
             Err(Miss::BadPath) => reply.simple(Status::BAD_REQUEST, b""),
+            Err(Miss::Unavailable) => reply.simple(Status::SERVICE_UNAVAILABLE, RETRY_LATER),
             Err(Miss::Redirect(location)) => {
                 let mut extra = b"Location: ".to_vec();
                 extra.extend_from_slice(location.as_bytes());
@@ -444,7 +448,7 @@ impl Service {
 
     fn publish(&mut self, name: &str, text: &str, reply: &mut Reply<'_>, ctx: &mut Ctx<'_>) {
         let Ok(channel) = ctx.channels.open(name, ctx.turn.now) else {
-            return reply.simple(Status::SERVICE_UNAVAILABLE, CHANNELS_FULL);
+            return reply.simple(Status::SERVICE_UNAVAILABLE, RETRY_LATER);
         };
         let id = ctx.channels.publish(channel, text, ctx.turn.now);
         let reached = ctx.channels.get(channel).map_or(0, |c| c.subscribers());
@@ -487,20 +491,26 @@ impl Service {
             reply.simple(Status::BAD_REQUEST, b"");
             return None;
         }
+        // Query values are percent-encoded (RFC 3986 §2.1): `since=%31` is 1.
         let query = |key: &str| {
-            head.query.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
+            head.query
+                .split('&')
+                .find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
+                .and_then(|v| percent_decode(v.as_bytes()))
         };
         let mode = if head.accept_event_stream {
             Mode::Sse
-        } else if query("mode") == Some("stream") {
+        } else if query("mode").as_deref() == Some(b"stream".as_slice()) {
             Mode::Stream
         } else {
             Mode::LongPoll
         };
         // Last-Event-ID first: EventSource reconnects to the same URL, so a
         // `?since=` in it would replay history the client already has.
-        let since =
-            head.last_event_id.or(query("since").map(str::as_bytes)).and_then(|v| parse::parse_decimal(parse::trim(v)));
+        let since = match head.last_event_id {
+            Some(id) => parse::parse_decimal(parse::trim(id)),
+            None => query("since").and_then(|v| parse::parse_decimal(parse::trim(&v))),
+        };
         let newest = ctx.channels.channel(name).map_or(0, |c| c.last_id);
         let http10 = head.version == parse::Version::Http10;
         if mode == Mode::LongPoll
@@ -522,7 +532,7 @@ impl Service {
             match ctx.channels.open(name, ctx.turn.now) {
                 Ok(id) => Some(id),
                 Err(_) => {
-                    reply.simple(Status::SERVICE_UNAVAILABLE, CHANNELS_FULL);
+                    reply.simple(Status::SERVICE_UNAVAILABLE, RETRY_LATER);
                     return None;
                 }
             }

@@ -140,6 +140,13 @@ impl Session {
         self.bufs.as_ref().map_or(0, |b| b.out.pending())
     }
 
+    /// Unsent output cost (memory, and a flat cost per file range): what
+    /// back-pressure bounds.
+    #[inline]
+    pub fn pending_memory(&self) -> u64 {
+        self.bufs.as_ref().map_or(0, |b| b.out.pending_memory())
+    }
+
     #[inline]
     pub fn output_pending(&self) -> bool {
         self.bufs.as_ref().is_some_and(|b| !b.out.is_empty())
@@ -192,7 +199,7 @@ impl Session {
     pub fn may_serve(&self, high_water: u64) -> bool {
         self.sub.is_none()
             && !self.proto.is_done()
-            && self.bufs.as_ref().is_some_and(|b| b.has_input() && b.out.pending() < high_water)
+            && self.bufs.as_ref().is_some_and(|b| b.has_input() && b.out.pending_memory() < high_water)
     }
 
     /// Answer at most one request from the input. On `Step::Subscribe` the

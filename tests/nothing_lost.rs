@@ -362,6 +362,9 @@ fn a_downloader_is_never_on_the_slow_head_list() {
         let (stop, progress) = (stop.clone(), progress.clone());
         std::thread::spawn(move || download(s, len, already, &stop, &progress))
     };
+    // Gauges count the connection asking too: ask once first, so that the
+    // probe itself is idle, not reading, in every sample below.
+    status_on(&mut probe, &mut probe_rd);
     let (mut samples, mut reading) = (0, 0);
     let started = Instant::now();
     // Fewer than --max-requests (1000) on the probe's connection.

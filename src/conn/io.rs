@@ -163,20 +163,20 @@ impl Sock {
         let fd = self.stream.as_raw_fd();
         let mut done = Flushed::default();
         while self.writable && done.bytes < budget {
-            let (want, result) = match out.front() {
+            let (want, from_file, result) = match out.front() {
                 None => break,
                 Some(Seg::Mem { buf, pos }) => {
                     let more = matches!(out.second(), Some(Seg::File { .. }));
                     let chunk = &buf[*pos..];
-                    (chunk.len() as u64, sys::send(fd, chunk, more))
+                    (chunk.len() as u64, false, sys::send(fd, chunk, more))
                 }
                 Some(Seg::File { file, off, end }) => {
                     let want = (end - off).min(budget - done.bytes);
-                    (want, sys::sendfile(fd, file, *off, want))
+                    (want, true, sys::sendfile(fd, file, *off, want))
                 }
             };
             match result {
-                Ok(0) if want > 0 && matches!(out.front(), Some(Seg::File { .. })) => {
+                Ok(0) if want > 0 && from_file => {
                     // `sendfile` returns 0 only at the end of the file: the
                     // file shrank, and no writable edge will ever follow.
                     done.truncated = true;
@@ -185,8 +185,12 @@ impl Sock {
                 Ok(n) => {
                     out.advance(n as u64);
                     done.bytes += n as u64;
-                    if (n as u64) < want {
-                        // Short write: the send buffer is full.
+                    if (n as u64) < want && !from_file {
+                        // A short send on a non-blocking socket: its buffer
+                        // is full, and a writable edge will follow. Not so
+                        // for `sendfile`, which also stops short when a
+                        // signal arrives while it reads the file: only
+                        // WouldBlock proves the socket full there.
                         self.writable = false;
                     }
                 }

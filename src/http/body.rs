@@ -95,6 +95,18 @@ impl BodyDecoder {
         matches!(self, BodyDecoder::Done)
     }
 
+    /// Body bytes already announced but not yet seen: the rest of a
+    /// `Content-Length`, or of the current chunk. A chunk announcing more
+    /// than the body limit allows is refused when its size line arrives,
+    /// not once its data has been read.
+    pub fn announced(&self) -> u64 {
+        match self {
+            BodyDecoder::Length { left } | BodyDecoder::Chunked(Chunked::Data { left }) => *left,
+            BodyDecoder::Chunked(Chunked::Ext { size, .. } | Chunked::SizeLf { size }) => *size,
+            _ => 0,
+        }
+    }
+
     /// Consume body framing and data from `input`, handing each run of
     /// body bytes to `data`.
     pub fn feed(&mut self, input: &[u8], mut data: impl FnMut(&[u8])) -> Result<Fed, BodyError> {

@@ -7,6 +7,10 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::rc::Rc;
 
+/// What one queued file range counts for in `pending_memory`: with the
+/// 64 KiB high-water mark, at most sixteen per connection.
+pub const FILE_SEGMENT_COST: u64 = 4096;
+
 pub enum Seg {
     Mem { buf: Vec<u8>, pos: usize },
     File { file: Rc<File>, off: u64, end: u64 },
@@ -97,6 +101,26 @@ impl Output {
             0 => 0,
             1 => self.segs.front().map_or(0, Seg::remaining),
             _ => self.segs.iter().map(Seg::remaining).sum(),
+        }
+    }
+
+    /// What unsent output costs the server: bytes held in memory, and a
+    /// flat `FILE_SEGMENT_COST` per file range (its bytes cost nothing until
+    /// `sendfile` sends them, but each holds a descriptor). This is what the
+    /// back-pressure high-water mark bounds, so that a large file queued for
+    /// `sendfile` does not stop the requests behind it from being answered,
+    /// while a client pipelining many files still cannot pin descriptors
+    /// without limit.
+    #[inline]
+    pub fn pending_memory(&self) -> u64 {
+        let cost = |s: &Seg| match s {
+            Seg::Mem { buf, pos } => (buf.len() - pos) as u64,
+            Seg::File { .. } => FILE_SEGMENT_COST,
+        };
+        match self.segs.len() {
+            0 => 0,
+            1 => self.segs.front().map_or(0, cost),
+            _ => self.segs.iter().map(cost).sum(),
         }
     }
 
