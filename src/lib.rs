@@ -23,3 +23,4 @@ pub mod service;
 pub mod site;
 pub mod status;
 pub mod sys;
+pub mod tls;
