@@ -7,6 +7,7 @@
 //! - `config`: PEM files to a rustls `ServerConfig`; `reload` on SIGHUP.
 //! - `session`: one connection's TLS, bounded per call like `conn.rs`.
 //! - `sniff`: plain HTTP sent to the TLS port gets a `400` in the clear.
+//! - `outcome`: what the session's calls report.
 //! - `fd`: the raw descriptor as the `Read`/`Write` rustls drives.
 //!
 //! # Driving a session from the loop (edge-triggered)
@@ -62,11 +63,13 @@
 
 pub mod config;
 pub mod fd;
+pub mod outcome;
 pub mod session;
 pub mod sniff;
 
 pub use config::TlsConfig;
-pub use session::{Fatal, Flushed, Sent, TlsRead, TlsSession};
+pub use outcome::{Fatal, Flushed, Sent, TlsRead};
+pub use session::TlsSession;
 
 #[cfg(test)]
 mod memory_tests;

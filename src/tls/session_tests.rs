@@ -14,7 +14,8 @@ use rustls::client::{Resumption, Tls12Resumption};
 use rustls::version::{TLS12, TLS13};
 use rustls::{AlertDescription, HandshakeKind, ProtocolVersion, SupportedProtocolVersion};
 
-use super::session::{Fatal, TlsSession};
+use super::outcome::{Fatal, TlsRead};
+use super::session::TlsSession;
 use super::sniff;
 use super::testkit::{Pair, Pki, ROUNDS, tcp_pair};
 use crate::http::Output;
@@ -46,11 +47,13 @@ fn handshake_request_and_response_on_tls13_and_tls12() {
 }
 
 #[test]
-fn a_client_offering_no_alpn_is_served() {
-    let pki = Pki::new("no-alpn");
-    let mut p = Pair::new(pki.server_config(), pki.client_config(&[&TLS13], &[]));
-    p.handshake();
-    assert_eq!(p.server.alpn(), None);
+fn clients_offering_http11_among_others_or_no_alpn_are_served() {
+    let pki = Pki::new("alpn");
+    for (offer, chosen) in [(&[&b"h2"[..], b"http/1.1"][..], Some(&b"http/1.1"[..])), (&[], None)] {
+        let mut p = Pair::new(pki.server_config(), pki.client_config(&[&TLS13], offer));
+        p.handshake();
+        assert_eq!(p.server.alpn(), chosen);
+    }
 }
 
 #[test]
@@ -215,7 +218,7 @@ fn raw_client(bytes: &[u8]) -> (std::net::TcpStream, std::net::TcpStream, TlsSes
     (client, server, TlsSession::new(pki.server_config()).unwrap())
 }
 
-fn read_raw(session: &mut TlsSession, fd: i32, input: &mut Vec<u8>) -> super::session::TlsRead {
+fn read_raw(session: &mut TlsSession, fd: i32, input: &mut Vec<u8>) -> TlsRead {
     let mut r = session.read(fd, input, 16 * 1024, false);
     for _ in 0..ROUNDS {
         if r.fatal.is_some() || r.plain_http || r.added > 0 {

@@ -16,7 +16,8 @@ use rustls::crypto::ring;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, SupportedProtocolVersion};
 
-use super::session::{Flushed, TlsRead, TlsSession};
+use super::outcome::{Flushed, TlsRead};
+use super::session::TlsSession;
 use crate::http::Output;
 
 /// Rounds a test may take to reach a state: loopback delivers within the
