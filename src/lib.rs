@@ -31,4 +31,5 @@ pub mod site;
 pub mod status;
 pub mod sys;
 pub mod timers;
+pub mod tls;
 pub mod transition;
