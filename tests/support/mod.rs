@@ -2,6 +2,8 @@
 //! client that keeps leftover bytes between responses (for pipelining).
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
