@@ -427,3 +427,18 @@ fn a_reconnecting_subscriber_fills_its_gap() {
     assert_eq!(ids, (1..=15).collect::<Vec<_>>());
     assert!(delivered.iter().all(|(id, data)| data == format!("m{id}").as_bytes()));
 }
+
+/// Lua 5.1 prints numbers of 15 digits and more in exponent form; the
+/// scripts format ids with `%d`, exact up to 2^53.
+#[test]
+fn large_ids_keep_their_digits() {
+    let redis = redis_or_skip!();
+    let mut c = Client::connect(&redis, 0, 3);
+    let floor = (1u64 << 53) - 10;
+    assert_eq!(c.publish("big", b"x", floor), floor + 1);
+    assert_eq!(c.publish("big", b"y", 0), floor + 2);
+    let (last, messages, _) = c.range("big", floor, 0);
+    assert_eq!(last, floor + 2);
+    assert_eq!(messages.iter().map(|m| m.0).collect::<Vec<_>>(), [floor + 1, floor + 2]);
+    assert_eq!(raw(&redis, 0, &["GET", "linger:{big}:seq"]), format!("${}\r\n{}\r\n", 16, floor + 2).into_bytes());
+}
