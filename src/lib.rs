@@ -11,6 +11,7 @@
 
 pub mod access_log;
 pub mod admission;
+pub mod broker;
 pub mod clock;
 pub mod closing;
 pub mod config;

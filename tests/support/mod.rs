@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod driven;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
