@@ -1,0 +1,160 @@
+//! Dropping root for real: each drop runs in a forked child (it changes the
+//! whole process for good) that reports through a pipe and its exit
+//! status. Only root can drop privileges, so as another user the test
+//! checks that the drop is refused and skips the rest.
+//!
+//! A binary of its own without the test harness (`harness = false`), so
+//! that `fork` happens while `main` is the only thread: the child may then
+//! use the allocator and the user database (locks another thread held at
+//! the fork would stay locked in the child).
+
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use linger::privileges::{drop_to, is_root, lookup_group, lookup_user};
+
+fn main() {
+    let nobody = lookup_user("nobody").expect("Debian has a nobody user");
+    if !is_root() {
+        // SAFETY: getuid(2) cannot fail.
+        let me = unsafe { libc::getuid() };
+        let other = if me == nobody.uid { "daemon" } else { "nobody" };
+        let e = drop_to(other, None).unwrap_err();
+        assert!(e.starts_with(&format!("cannot switch to {other}: ")), "{e}");
+        println!("PASS: not root: drop refused ({e})");
+        if me == nobody.uid {
+            drop_to("nobody", None).expect("already nobody: nothing to change");
+            println!("PASS: already nobody: --user nobody is accepted");
+        }
+        println!("SKIP: the drop itself needs root; run this test as root to exercise it");
+        return;
+    }
+
+    // A file only root may read, to show the child is no longer root.
+    let secret = std::env::temp_dir().join(format!("linger-privileges-{}", std::process::id()));
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::remove_file(&secret);
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&secret).unwrap();
+    }
+
+    // nobody with the groups the database gives it.
+    let report = in_child(|| {
+        drop_to("nobody", None)?;
+        ids_are(nobody.uid, nobody.gid)?;
+        let groups = groups();
+        if groups.contains(&0) {
+            return Err(format!("root's group survived: {groups:?}"));
+        }
+        if std::fs::File::open(&secret).is_ok() {
+            return Err("still reads a root-only file".into());
+        }
+        Ok(format!("uid {} gid {} groups {groups:?}", nobody.uid, nobody.gid))
+    });
+    println!("PASS: dropped to nobody: {}", report.expect("drop to nobody"));
+
+    // nobody with one named group only.
+    let group = ["nogroup", "nobody"].into_iter().find(|g| lookup_group(g).is_ok()).expect("a nobody group");
+    let gid = lookup_group(group).unwrap();
+    let report = in_child(|| {
+        drop_to("nobody", Some(group))?;
+        ids_are(nobody.uid, gid)?;
+        let groups = groups();
+        if groups != [gid] {
+            return Err(format!("supplementary groups {groups:?}, want [{gid}]"));
+        }
+        Ok(format!("groups {groups:?}"))
+    });
+    println!("PASS: dropped to nobody:{group}: {}", report.expect("drop to nobody:group"));
+
+    // Once dropped there is no way back, nor anywhere else.
+    let report = in_child(|| {
+        drop_to("nobody", None)?;
+        // SAFETY: no memory involved; the failure is the point.
+        if unsafe { libc::setuid(0) } == 0 {
+            return Err("setuid(0) succeeded after the drop".into());
+        }
+        match drop_to("daemon", None) {
+            Ok(()) => Err("switched again, to daemon".into()),
+            Err(e) => Ok(e),
+        }
+    });
+    println!("PASS: setuid(0) fails after the drop, and so does a second switch: {}", report.expect("no way back"));
+
+    // A half-done switch that kept root as the saved uid is refused.
+    let report = in_child(|| {
+        // SAFETY: no memory involved.
+        if unsafe { libc::setresuid(nobody.uid, nobody.uid, 0) } != 0 {
+            return Err("setresuid".into());
+        }
+        match drop_to("nobody", None) {
+            Ok(()) => Err("accepted a saved uid of 0".into()),
+            Err(e) => Ok(e),
+        }
+    });
+    println!("PASS: saved uid 0 refused: {}", report.expect("saved uid 0"));
+
+    // Errors change nothing and read as one line.
+    for (user, group, want) in [
+        ("root", None, "refusing to serve as root"),
+        ("no-such-user-here", None, "no such user"),
+        ("nobody", Some("no-such-group-here"), "no such group"),
+    ] {
+        let e = drop_to(user, group).unwrap_err();
+        assert!(e.contains(want) && !e.contains('\n'), "{e}");
+        assert!(is_root(), "a refused drop leaves the process as it was");
+        println!("PASS: refused: {e}");
+    }
+    let _ = std::fs::remove_file(&secret);
+    println!("privileges: all passed");
+}
+
+/// Run `f` in a forked child; its `Ok` text or `Err` text comes back
+/// through a pipe, and the exit status says which.
+fn in_child(f: impl FnOnce() -> Result<String, String>) -> Result<String, String> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two-element array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fork(2) with one thread in the process (see the module
+    // comment); the child only runs `f`, writes, and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let (code, text) = match f() {
+            Ok(t) => (0, t),
+            Err(t) => (1, t),
+        };
+        // SAFETY: write(2) from a live buffer; _exit(2) skips the parent's
+        // atexit handlers and buffered stdout, which belong to the parent.
+        unsafe {
+            libc::write(fds[1], text.as_ptr().cast(), text.len());
+            libc::_exit(code);
+        }
+    }
+    // SAFETY: the parent owns both ends; close the write end so the read
+    // ends at the child's exit.
+    let mut read = unsafe {
+        libc::close(fds[1]);
+        std::fs::File::from(OwnedFd::from_raw_fd(fds[0]))
+    };
+    let mut text = String::new();
+    read.read_to_string(&mut text).unwrap();
+    let mut status = 0;
+    // SAFETY: waitpid(2) on our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status), "child died: status {status}");
+    if libc::WEXITSTATUS(status) == 0 { Ok(text) } else { Err(text) }
+}
+
+fn ids_are(uid: libc::uid_t, gid: libc::gid_t) -> Result<(), String> {
+    // SAFETY: the get*id calls cannot fail.
+    let ids = unsafe { (libc::getuid(), libc::geteuid(), libc::getgid(), libc::getegid()) };
+    if ids == (uid, uid, gid, gid) { Ok(()) } else { Err(format!("ids {ids:?}, want uid {uid} gid {gid}")) }
+}
+
+fn groups() -> Vec<libc::gid_t> {
+    let mut list = [0 as libc::gid_t; 256];
+    // SAFETY: getgroups(2) writes at most 256 entries into a live array.
+    let n = unsafe { libc::getgroups(list.len() as libc::c_int, list.as_mut_ptr()) };
+    list[..n.max(0) as usize].to_vec()
+}
