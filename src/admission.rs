@@ -17,6 +17,7 @@ use crate::policy::SLOW_HEAD_MS;
 use crate::server::Server;
 use crate::session::{Session, SubEnd};
 use crate::sys;
+use crate::tls::TlsSession;
 
 /// Descriptors kept back from connections and files: listener, poll,
 /// log, reserve, signal pipe, and whatever the next versions add.
@@ -60,50 +61,55 @@ impl Budget {
 }
 
 impl Server {
-    /// Step 4: accept every pending connection.
+    /// Step 4: accept every pending connection, listener by listener.
     pub(crate) fn accept_phase(&mut self) {
-        while self.accept_ready {
-            let Some(listener) = &self.listener else {
-                self.accept_ready = false;
-                return;
-            };
-            match listener.accept() {
-                Ok((sock, peer)) => self.admit(sock, peer),
-                Err(e) if sys::is_would_block(&e) => self.accept_ready = false,
+        while let Some(i) = self.listeners.next_ready() {
+            match self.listeners.accept(i) {
+                Ok((sock, peer, tls)) => self.admit(sock, peer, tls),
+                Err(e) if sys::is_would_block(&e) => self.listeners.drained(i),
                 Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) if sys::is_out_of_descriptors(&e) => {
                     self.stats.accept_errors += 1;
-                    self.shed_pending(&e);
+                    self.shed_pending(i, &e);
                 }
                 Err(e) => {
                     warn!("accept: {e}");
-                    self.accept_ready = false;
+                    self.listeners.drained(i);
                 }
             }
         }
     }
 
     /// Take a new connection into a slot, making room if all are in use.
-    fn admit(&mut self, mut sock: TcpStream, peer: SocketAddr) {
+    fn admit(&mut self, mut sock: TcpStream, peer: SocketAddr, tls: bool) {
         self.stats.accepted += 1;
         if self.live() >= self.cfg.max_conns && !self.make_room() {
             self.stats.rejected += 1;
-            return self.refuse(sock, peer);
+            return self.refuse(sock, peer, tls);
         }
         // Responses are written whole, once per turn: Nagle would only
         // delay the last segment (on Linux the listener's setting is
-        // inherited).
-        if !self.inherited_nodelay {
+        // inherited). Over TLS it matters more: tickets and alerts are
+        // small records.
+        if !self.listeners.inherited_nodelay {
             let _ = sock.set_nodelay(true);
         }
+        let session = match (tls, &self.tls) {
+            (false, _) => None,
+            (true, Some(config)) => match TlsSession::new(config.server_config()) {
+                Ok(session) => Some(Box::new(session)),
+                Err(e) => return warn!("TLS session: {e}"),
+            },
+            (true, None) => return warn!("a TLS listener without a certificate"),
+        };
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) = self.poll.registry().register(&mut sock, Token(key), Interest::READABLE | Interest::WRITABLE) {
             warn!("register: {e}");
             return;
         }
-        entry.insert(Conn::new(sock, peer));
-        trace!("#{key} accepted from {peer}");
+        entry.insert(Conn::new(sock, peer, session));
+        trace!("#{key} accepted from {peer}{}", if tls { " (TLS)" } else { "" });
         self.timers.enter(key, Kind::Reading, self.now);
         self.push_runq(key);
     }
@@ -160,8 +166,9 @@ impl Server {
     }
 
     /// No slot could be freed: `503` with `Retry-After`, then the same
-    /// graceful close as everyone else.
-    fn refuse(&mut self, mut sock: TcpStream, peer: SocketAddr) {
+    /// graceful close as everyone else. (A TLS client cannot read an answer
+    /// before its handshake: it just gets the close.)
+    fn refuse(&mut self, mut sock: TcpStream, peer: SocketAddr, tls: bool) {
         self.make_closing_room();
         let answer = Session::refusal(&self.turn_info().date);
         let entry = self.conns.vacant_entry();
@@ -169,7 +176,7 @@ impl Server {
         if self.poll.registry().register(&mut sock, Token(key), Interest::READABLE).is_err() {
             return;
         }
-        entry.insert(Conn::refused(sock, peer, &answer));
+        entry.insert(Conn::refused(sock, peer, (!tls).then_some(answer.as_slice())));
         self.stats.lingering_closes += 1;
         self.timers.enter(key, Kind::Lingering, self.now);
         self.push_runq(key);
@@ -178,18 +185,19 @@ impl Server {
     /// Out of descriptors: spend the reserve to answer the waiting clients
     /// `503` and close them, rather than leave them to time out in the
     /// backlog, and stop accepting until a descriptor frees up.
-    fn shed_pending(&mut self, e: &io::Error) {
+    fn shed_pending(&mut self, listener: usize, e: &io::Error) {
         warn!("accept: {e}; refusing pending connections until descriptors free up");
         if let Some(reserve) = self.reserve.take() {
             drop(reserve);
             let answer = Session::refusal(&self.turn_info().date);
-            while let Some(Ok((sock, _))) = self.listener.as_ref().map(|l| l.accept()) {
+            while let Ok((sock, _, tls)) = self.listeners.accept(listener) {
                 self.stats.rejected += 1;
-                crate::closing::close_after(sock, &answer, &mut self.scratch);
+                let answer = if tls { &[][..] } else { answer.as_slice() };
+                crate::closing::close_after(sock, answer, &mut self.scratch);
             }
             self.reserve = sys::reserve_fd();
         }
-        self.accept_ready = false;
+        self.listeners.pause();
         self.accept_starved = true;
     }
 }

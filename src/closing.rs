@@ -40,13 +40,10 @@ impl Server {
         self.draining = Some(self.now + self.cfg.shutdown_timeout.as_millis() as u64);
         self.service.set_draining();
         // Clients already in the backlog connected before we stopped: they
-        // get their answer rather than a reset when the listener closes.
-        self.accept_ready = true;
+        // get their answer rather than a reset when the listeners close.
+        self.listeners.mark_all_ready();
         self.accept_phase();
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
-        self.accept_ready = false;
+        self.listeners.close(self.poll.registry());
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let Some(conn) = self.conns.get(key) else { continue };
@@ -71,8 +68,10 @@ impl Server {
 /// before the client reads it), then close. Used when descriptors have run
 /// out, so the socket cannot linger in a slot of its own.
 pub fn close_after(stream: TcpStream, answer: &[u8], scratch: &mut [u8]) {
-    let mut sock = Sock::new(stream);
-    crate::conn::ReadOnly::last_words(&sock, answer);
+    let mut sock = Sock::new(stream, None);
+    if !answer.is_empty() {
+        crate::conn::ReadOnly::last_words(&sock, answer);
+    }
     let _ = sock.stream_mut().shutdown(Shutdown::Write);
     sock.discard(scratch, DRAIN_BUDGET);
 }

@@ -9,7 +9,13 @@ use getopts::Options;
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub listen: SocketAddr,
+    /// Plain HTTP listeners (`--listen`, repeatable).
+    pub listen: Vec<SocketAddr>,
+    /// HTTPS listeners (`--tls-listen`, repeatable), with the certificate
+    /// chain and key they serve.
+    pub tls_listen: Vec<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub root: Option<PathBuf>,
     pub backlog: u32,
     pub max_conns: usize,
@@ -40,7 +46,10 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: vec![DEFAULT_LISTEN],
+            tls_listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             root: None,
             // Seed 001: a short backlog turns bursts into refused SYNs.
             backlog: 1024,
@@ -83,6 +92,11 @@ impl Default for Config {
     }
 }
 
+/// Where linger listens when no listener is named.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+/// Listeners at most (each is a poll token and a bit in the accept mask).
+pub const MAX_LISTENERS: usize = 32;
+
 /// What the command line asked for.
 pub enum Command {
     Run(Box<Config>),
@@ -93,7 +107,15 @@ pub enum Command {
 fn options() -> Options {
     let d = Config::default();
     let mut o = Options::new();
-    o.optopt("l", "listen", &format!("address to listen on [{}]", d.listen), "ADDR");
+    o.optmulti("l", "listen", &format!("address to serve HTTP on, repeatable [{DEFAULT_LISTEN}]"), "ADDR");
+    o.optmulti(
+        "",
+        "tls-listen",
+        "address to serve HTTPS on, repeatable (needs --tls-cert and --tls-key) [off]",
+        "ADDR",
+    );
+    o.optopt("", "tls-cert", "PEM certificate chain for --tls-listen", "PEM");
+    o.optopt("", "tls-key", "PEM private key for --tls-listen", "PEM");
     o.optopt("r", "root", "directory to serve; without it the built-in demo site", "DIR");
     o.optopt("", "backlog", &format!("listen backlog [{}]", d.backlog), "N");
     o.optopt("", "max-conns", &format!("connection slots [{}]", d.max_conns), "N");
@@ -177,9 +199,18 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     if let Some(extra) = m.free.first() {
         return Err(format!("unexpected argument '{extra}' (see --help)"));
     }
-    let mut c = Config::default();
-    if let Some(v) = m.opt_str("listen") {
-        c.listen = v.parse().map_err(|_| format!("invalid value '{v}' for --listen: expected IP:PORT"))?;
+    let mut c =
+        Config { listen: addresses(&m, "listen")?, tls_listen: addresses(&m, "tls-listen")?, ..Config::default() };
+    if c.listen.is_empty() && c.tls_listen.is_empty() {
+        c.listen.push(DEFAULT_LISTEN);
+    }
+    if c.listen.len() + c.tls_listen.len() > MAX_LISTENERS {
+        return Err(format!("at most {MAX_LISTENERS} listeners (--listen and --tls-listen together)"));
+    }
+    c.tls_cert = m.opt_str("tls-cert").map(PathBuf::from);
+    c.tls_key = m.opt_str("tls-key").map(PathBuf::from);
+    if !c.tls_listen.is_empty() && (c.tls_cert.is_none() || c.tls_key.is_none()) {
+        return Err("--tls-listen needs --tls-cert and --tls-key".into());
     }
     c.root = m.opt_str("root").map(PathBuf::from);
     if let Some(root) = &c.root
@@ -219,6 +250,14 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     }
     c.abortive_close = std::env::var_os("LINGER_TEST_ABORTIVE_CLOSE").is_some_and(|v| v == "1");
     Ok(Command::Run(Box::new(c)))
+}
+
+/// Every `IP:PORT` given for a repeatable address flag.
+fn addresses(m: &getopts::Matches, name: &str) -> Result<Vec<SocketAddr>, String> {
+    m.opt_strs(name)
+        .iter()
+        .map(|v| v.parse().map_err(|_| format!("invalid value '{v}' for --{name}: expected IP:PORT")))
+        .collect()
 }
 
 fn number<T>(m: &getopts::Matches, name: &str, default: T, min: u64, max: u64) -> Result<T, String>
@@ -263,7 +302,12 @@ mod tests {
     #[test]
     fn defaults_and_values() {
         let c = run(&[]).unwrap();
-        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.listen, [DEFAULT_LISTEN]);
+        let c = run(&["--tls-listen", "[::1]:0", "--tls-cert", "c.pem", "--tls-key", "k.pem", "-l", "127.0.0.1:0"])
+            .unwrap();
+        assert_eq!((c.listen.len(), c.tls_listen.len()), (1, 1));
+        let c = run(&["--tls-listen", "127.0.0.1:0", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert!(c.listen.is_empty(), "--tls-listen alone serves HTTPS only");
         let c = run(&["--listen", "127.0.0.1:0", "--idle-timeout", "0.5", "--quantum", "8"]).unwrap();
         assert_eq!(c.idle_timeout, Duration::from_millis(500));
         assert_eq!(c.min_idle_timeout, Duration::from_millis(500));
@@ -276,6 +320,8 @@ mod tests {
             &["--max-conns", "many"][..],
             &["--max-conns", "0"],
             &["--listen", "nowhere"],
+            &["--tls-listen", "127.0.0.1:0"],
+            &["--tls-listen", "127.0.0.1:0", "--tls-cert", "c.pem"],
             &["--idle-timeout", "-1"],
             &["--bogus"],
             &["stray"],

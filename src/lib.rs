@@ -20,6 +20,7 @@ pub mod delivery;
 pub mod files;
 pub mod http;
 pub mod list;
+pub mod listeners;
 pub mod policy;
 pub mod pool;
 pub mod privileges;

@@ -28,7 +28,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, UNIX_EPOCH};
 
 use log::{info, warn};
-use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
@@ -38,7 +37,9 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn::{Conn, Kind, Open};
 use crate::files::Files;
+use crate::http::Output;
 use crate::http::reply::DateCache;
+use crate::listeners::{self, Bound, Listeners};
 use crate::policy::{self, DRAIN_BUDGET, FLUSH_THRESHOLD, OUT_HIGH_WATER, WRITE_BUDGET};
 use crate::pool::BufPool;
 use crate::pubsub::{ChannelId, PubSub};
@@ -48,9 +49,10 @@ use crate::session::{SubEnd, Turn};
 use crate::status::{Counters, Gauges};
 use crate::sys;
 use crate::timers::Timers;
+use crate::tls::TlsConfig;
 
-pub(crate) const LISTENER: Token = Token(usize::MAX);
-const SIGNALS: Token = Token(usize::MAX - 1);
+/// The signal pipe's token; the listeners' are just below it.
+const SIGNALS: Token = Token(usize::MAX);
 /// Events taken per poll. More wait for the next turn; nothing is lost.
 const EVENTS: usize = 1024;
 /// Longest sleep while the buffer pool holds sets a trim could give back.
@@ -62,9 +64,12 @@ const TIMED: [Kind; 7] =
 pub struct Server {
     pub(crate) poll: Poll,
     events: Events,
-    /// `None` once shutting down: no more connections are accepted.
-    pub(crate) listener: Option<TcpListener>,
-    local_addr: SocketAddr,
+    /// Closed once shutting down: no more connections are accepted.
+    pub(crate) listeners: Listeners,
+    /// Where the server listens (kept after the listeners close).
+    listening: Vec<(SocketAddr, bool)>,
+    /// The certificate and key TLS listeners serve (reloaded on SIGHUP).
+    pub(crate) tls: Option<TlsConfig>,
     /// The read end of the signal self-pipe, when signals are watched.
     signals: Option<OwnedFd>,
     /// Shutting down: the loop clock by which to be gone.
@@ -101,35 +106,64 @@ pub struct Server {
     chores_secs: u64,
     pub(crate) budget: Budget,
     pub(crate) scratch: Box<[u8]>,
-    pub(crate) accept_ready: bool,
-    /// Accepted sockets inherit `TCP_NODELAY` from the listener.
-    pub(crate) inherited_nodelay: bool,
     shutdown_requested: bool,
+    reload_requested: bool,
     /// Accept failed for want of descriptors; retry when one closes.
     pub(crate) accept_starved: bool,
     pub(crate) reserve: Option<File>,
 }
 
+/// What a server is built from beside its configuration.
+pub struct Setup {
+    pub clock: Clock,
+    /// Listeners already bound (inherited from systemd, or from a
+    /// supervisor); `None`: bind what the configuration names.
+    pub listeners: Option<Vec<Bound>>,
+    /// The TLS certificate and key, loaded by the caller (so that a bad
+    /// pair is one line and exit code 2); `None`: loaded here if needed.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Setup {
+    pub fn with_clock(clock: Clock) -> Setup {
+        Setup { clock, listeners: None, tls: None }
+    }
+}
+
 impl Server {
-    /// A server on the system clock.
+    /// A server on the system clock, binding its listeners.
     pub fn new(cfg: Config) -> io::Result<Server> {
-        Server::with_clock(cfg, Clock::system())
+        Server::with_setup(cfg, Setup::with_clock(Clock::system()))
     }
 
     /// A server on `clock` (tests drive a manual one turn by turn).
-    pub fn with_clock(mut cfg: Config, clock: Clock) -> io::Result<Server> {
+    pub fn with_clock(cfg: Config, clock: Clock) -> io::Result<Server> {
+        Server::with_setup(cfg, Setup::with_clock(clock))
+    }
+
+    pub fn with_setup(mut cfg: Config, setup: Setup) -> io::Result<Server> {
+        let Setup { clock, listeners, tls } = setup;
         let nofile = sys::raise_nofile_limit();
         let (budget, lowered) = Budget::fit(cfg.max_conns, nofile);
         if let Some(why) = lowered {
             warn!("{why}");
         }
         cfg.max_conns = budget.slots;
-        let (std_listener, backlog) = sys::listen(cfg.listen, cfg.backlog)?;
-        let inherited_nodelay = sys::nodelay_listener(&std_listener);
-        let mut listener = TcpListener::from_std(std_listener);
-        let local_addr = listener.local_addr()?;
+        let (bound, backlog) = match listeners {
+            Some(bound) => (bound, cfg.backlog),
+            None => listeners::bind_all(&cfg)?,
+        };
+        let tls = match tls {
+            Some(t) => Some(t),
+            None if bound.iter().any(|b| b.tls) => {
+                let (cert, key) = (cfg.tls_cert.clone().unwrap_or_default(), cfg.tls_key.clone().unwrap_or_default());
+                Some(TlsConfig::load(&cert, &key).map_err(io::Error::other)?)
+            }
+            None => None,
+        };
         let poll = Poll::new()?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let listeners = Listeners::register(bound, poll.registry())?;
+        let listening = listeners.addrs();
         let wall = clock.wall();
         let files = Files::with_open_files(cfg.root.as_deref(), wall, budget.files)?;
         let log = cfg.access_log.as_deref().map(AccessLog::open).transpose()?;
@@ -150,8 +184,9 @@ impl Server {
         Ok(Server {
             poll,
             events: Events::with_capacity(EVENTS),
-            listener: Some(listener),
-            local_addr,
+            listeners,
+            listening,
+            tls,
             signals: None,
             draining: None,
             // All slots up front: growing by doubling would copy the records
@@ -178,17 +213,23 @@ impl Server {
             chores_secs: 0,
             budget,
             scratch: vec![0; DRAIN_BUDGET].into_boxed_slice(),
-            accept_ready: false,
-            inherited_nodelay,
             shutdown_requested: false,
+            reload_requested: false,
             accept_starved: false,
             reserve: sys::reserve_fd(),
             cfg,
         })
     }
 
+    /// The first listener's address (tests: the port asked as 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listening.first().map_or(crate::config::DEFAULT_LISTEN, |l| l.0)
+    }
+
+    /// Every listener: its address (the real port when 0 was asked) and
+    /// whether it speaks TLS.
+    pub fn listening(&self) -> &[(SocketAddr, bool)] {
+        &self.listening
     }
 
     /// Watch the read end of the shutdown self-pipe (`sys::shutdown_signals`):
@@ -226,6 +267,17 @@ impl Server {
         }
     }
 
+    /// SIGHUP: load the certificate and key again. New handshakes use the
+    /// new pair; connections keep theirs; a bad pair is refused and the
+    /// old one kept.
+    pub fn reload_tls(&mut self) {
+        let Some(tls) = self.tls.as_mut() else { return };
+        match tls.reload() {
+            Ok(()) => info!("TLS certificate and key reloaded"),
+            Err(e) => warn!("TLS reload refused, the old certificate stays: {e}"),
+        }
+    }
+
     /// Move a manual clock to `ms` since start (tests).
     pub fn set_clock(&mut self, ms: u64) {
         self.clock.set(ms);
@@ -234,7 +286,7 @@ impl Server {
     /// How long the next poll may sleep: not at all while work is queued,
     /// else until the earliest deadline.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        let accepting = self.accept_ready && self.listener.is_some();
+        let accepting = self.listeners.any_ready();
         let mut timeout = if self.runq.is_empty() && !accepting { self.next_deadline() } else { Some(Duration::ZERO) };
         if self.pool.wants_trim() {
             // Wake for the once-a-second trim, or an idle server would keep
@@ -260,7 +312,10 @@ impl Server {
         if std::mem::take(&mut self.shutdown_requested) {
             self.shutdown();
         }
-        if self.accept_ready {
+        if std::mem::take(&mut self.reload_requested) {
+            self.reload_tls();
+        }
+        if self.listeners.any_ready() {
             self.accept_phase();
         }
         self.take_batch();
@@ -362,10 +417,13 @@ impl Server {
     }
 
     fn record_events(&mut self) {
+        let mut signalled = false;
         for event in self.events.iter() {
             match event.token() {
-                LISTENER => self.accept_ready = true,
-                SIGNALS => self.shutdown_requested = true,
+                SIGNALS => signalled = true,
+                token if listeners::index_of(token).is_some() => {
+                    self.listeners.mark_ready(listeners::index_of(token).unwrap_or(0));
+                }
                 Token(key) => {
                     let Some(conn) = self.conns.get_mut(key) else { continue };
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -381,12 +439,23 @@ impl Server {
                 }
             }
         }
-        if self.shutdown_requested
-            && let Some(fd) = &self.signals
-        {
-            let mut drain = [0u8; 64];
-            // SAFETY: read(2) into a local buffer from our own pipe.
-            unsafe { libc::read(fd.as_raw_fd(), drain.as_mut_ptr().cast(), drain.len()) };
+        if signalled {
+            self.read_signals();
+        }
+    }
+
+    /// Which signals arrived: read their bytes off the pipe.
+    fn read_signals(&mut self) {
+        let Some(fd) = &self.signals else { return };
+        let mut bytes = [0u8; 64];
+        // SAFETY: read(2) into a local buffer from our own pipe.
+        let n = unsafe { libc::read(fd.as_raw_fd(), bytes.as_mut_ptr().cast(), bytes.len()) };
+        for &b in &bytes[..n.max(0) as usize] {
+            if sys::SIG_SHUTDOWN.contains(&b) {
+                self.shutdown_requested = true;
+            } else if b == sys::SIG_RELOAD {
+                self.reload_requested = true;
+            }
         }
     }
 
@@ -451,6 +520,12 @@ impl Server {
             if bufs.input.len() != before {
                 o.session.input_arrived();
             }
+            if std::mem::take(&mut o.sock.plain_http) {
+                o.session.refuse_plain_http(self.date.text(), &mut self.pool);
+            }
+            if std::mem::take(&mut o.sock.tls_abort) {
+                o.session.abort();
+            }
         }
     }
 
@@ -503,7 +578,8 @@ impl Server {
                 // answer them together; settle re-queues the connection.
                 continue;
             }
-            if o.sock.writable && s.output_pending() {
+            let owed = s.is_done() && o.sock.owes_close_notify();
+            if o.sock.writable && (s.output_pending() || o.sock.wants_write() || owed) {
                 flush(key, o);
             }
         }
@@ -577,8 +653,15 @@ impl Server {
 
 /// Write what `o` has pending, within the per-turn budget.
 fn flush(key: usize, o: &mut Open) {
-    let Some(out) = o.session.output() else { return };
-    let done = o.sock.flush(out, WRITE_BUDGET);
+    let finishing = o.session.is_done();
+    let mut empty = Output::default();
+    let out = match o.session.output() {
+        Some(out) => out,
+        // TLS with nothing of HTTP to send: a handshake flight, an alert,
+        // close_notify.
+        None => &mut empty,
+    };
+    let done = o.sock.flush(out, WRITE_BUDGET, finishing);
     o.wrote |= done.bytes > 0;
     if done.truncated {
         // The file shrank under a response whose length was already sent:

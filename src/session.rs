@@ -380,6 +380,15 @@ impl Session {
         self.proto.finish(CloseKind::ServerFirst);
     }
 
+    /// Plain HTTP arrived on a TLS port: a `400` in the clear that says so
+    /// (the TLS session is gone), then close.
+    pub fn refuse_plain_http(&mut self, date: &[u8; 29], pool: &mut BufPool) {
+        let bufs = self.bufs.get_or_insert_with(|| pool.take());
+        bufs.start = bufs.input.len();
+        crate::tls::sniff::plain_http_response(bufs.out.bytes(), date);
+        self.proto.finish(CloseKind::ServerFirst);
+    }
+
     /// A newcomer refused at the door: `503` with `Retry-After`, close.
     pub fn refusal(date: &[u8; 29]) -> Vec<u8> {
         let mut answer = Vec::with_capacity(192);

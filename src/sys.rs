@@ -182,23 +182,32 @@ pub fn is_out_of_descriptors(e: &io::Error) -> bool {
 /// The write end of the signal self-pipe, for the handler.
 static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
-extern "C" fn on_shutdown_signal(_: libc::c_int) {
+extern "C" fn on_signal(signal: libc::c_int) {
     let fd = SIGNAL_PIPE.load(std::sync::atomic::Ordering::Relaxed);
     if fd >= 0 {
-        let byte = 1u8;
+        // Signal numbers fit a byte: the loop reads which one it was.
+        let byte = signal as u8;
         // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking,
-        // so a full pipe just drops the byte (one is enough).
+        // so a full pipe just drops the byte (the loop drains it each turn,
+        // and one of each kind is enough).
         unsafe {
             libc::write(fd, (&byte as *const u8).cast(), 1);
         }
     }
 }
 
-/// SIGTERM and SIGINT write a byte to a pipe that the loop polls (the
-/// self-pipe trick: the handler does nothing else). SIGPIPE is ignored:
-/// a peer that vanished is an error return, never a dead server.
-/// Returns the read end.
-pub fn shutdown_signals() -> io::Result<std::os::fd::OwnedFd> {
+/// The signals the loop handles, as the bytes `signals` writes.
+pub const SIG_SHUTDOWN: [u8; 2] = [libc::SIGTERM as u8, libc::SIGINT as u8];
+/// SIGHUP: load the TLS certificate and key again.
+pub const SIG_RELOAD: u8 = libc::SIGHUP as u8;
+/// SIGUSR1: reopen the access log (logrotate's convention).
+pub const SIG_REOPEN: u8 = libc::SIGUSR1 as u8;
+
+/// SIGTERM, SIGINT, SIGHUP and SIGUSR1 write their number as a byte to a
+/// pipe that the loop polls (the self-pipe trick: the handler does nothing
+/// else). SIGPIPE is ignored: a peer that vanished is an error return,
+/// never a dead server. Returns the read end.
+pub fn signals() -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     let mut fds = [0; 2];
     // SAFETY: pipe(2) fills the two-element array.
@@ -217,10 +226,10 @@ pub fn shutdown_signals() -> io::Result<std::os::fd::OwnedFd> {
     // an extern "C" fn that only calls write(2).
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_shutdown_signal as *const () as usize;
+        action.sa_sigaction = on_signal as *const () as usize;
         action.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut action.sa_mask);
-        for sig in [libc::SIGTERM, libc::SIGINT] {
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1] {
             if libc::sigaction(sig, &action, std::ptr::null_mut()) != 0 {
                 return Err(io::Error::last_os_error());
             }

@@ -83,9 +83,10 @@ impl Server {
             }
             conn.become_(to, &mut self.pool);
             if to == Kind::Closed && self.accept_starved {
-                // A descriptor is free again: accept what waits.
+                // A descriptor is free again: accept what waits (if still
+                // accepting: once shutting down there is nothing to accept).
                 self.accept_starved = false;
-                self.accept_ready = true;
+                self.listeners.mark_all_ready();
             }
         }
         if let Some(o) = self.conns.get_mut(key).and_then(|c| c.state.open_mut()) {

@@ -20,6 +20,7 @@ use crate::http::Output;
 use crate::http::output::Seg;
 use crate::pool::{Bufs, INPUT_START};
 use crate::sys;
+use crate::tls::{Fatal, TlsSession};
 
 /// What a read or drain call found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +46,10 @@ pub struct Flushed {
 
 pub struct Sock {
     stream: TcpStream,
+    /// HTTPS: the TLS session between the socket and the HTTP session,
+    /// which sees plaintext only (DESIGN.md, "Transport under a
+    /// connection"). Boxed: about 1.2 KiB, and plain connections hold none.
+    tls: Option<Box<TlsSession>>,
     pub readable: bool,
     pub writable: bool,
     /// The last event said the client's FIN is queued: a short read is no
@@ -54,16 +59,67 @@ pub struct Sock {
     pub eof: bool,
     /// The socket failed (reset, etc.): drop the connection.
     pub failed: bool,
+    /// TLS: the exchange cannot go on (a fatal TLS error, whose alert may
+    /// still be flushed; or a TLS 1.2 `close_notify`, which asks for ours at
+    /// once, RFC 5246 §7.2.1): what is owed is dropped and the connection
+    /// closes.
+    pub tls_abort: bool,
+    /// The first bytes on a TLS port were a plain HTTP request line: the
+    /// TLS session is gone and the client is answered in the clear.
+    pub plain_http: bool,
 }
 
 impl Sock {
-    pub fn new(stream: TcpStream) -> Sock {
+    pub fn new(stream: TcpStream, tls: Option<Box<TlsSession>>) -> Sock {
         // Try a read at once: the request often follows the handshake
         // closely, and a miss costs one EAGAIN. (Waiting for the first edge
         // instead saved the EAGAIN, 3 reads in 4 with a connection per
         // request, but measured no cheaper: the connection then needs a
         // turn of its own.)
-        Sock { stream, readable: true, writable: true, fin_queued: false, eof: false, failed: false }
+        Sock {
+            stream,
+            tls,
+            readable: true,
+            writable: true,
+            fin_queued: false,
+            eof: false,
+            failed: false,
+            tls_abort: false,
+            plain_http: false,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Encrypted records wait for the socket (a handshake flight, a
+    /// ticket, an alert, `close_notify`): output pending, though the HTTP
+    /// session has none.
+    #[inline]
+    pub fn wants_write(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// A TLS connection whose exchange is over still owes `close_notify`
+    /// (RFC 8446 §6.1) before its write half may be shut.
+    #[inline]
+    pub fn owes_close_notify(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| !t.is_closed())
+    }
+
+    /// The transport's own goodbye before the socket stops writing: TLS
+    /// sends `close_notify` if it can without waiting (an idle or answered
+    /// connection's send buffer has room). Nothing for plain TCP.
+    pub fn close_transport(&mut self) {
+        if let Some(tls) = self.tls.as_mut()
+            && !self.failed
+        {
+            if !tls.is_closed() {
+                tls.close_notify();
+            }
+            let _ = tls.flush(self.stream.as_raw_fd());
+        }
     }
 
     pub fn stream_mut(&mut self) -> &mut TcpStream {
@@ -108,6 +164,9 @@ impl Sock {
         if spare == 0 {
             return ReadOutcome::Full;
         }
+        if self.tls.is_some() {
+            return self.read_tls(input, capacity);
+        }
         match sys::read_into_spare(self.stream.as_raw_fd(), input) {
             Ok(0) => {
                 self.eof = true;
@@ -128,6 +187,45 @@ impl Sock {
                 ReadOutcome::Progress
             }
         }
+    }
+
+    /// Read through the TLS session: ciphertext from the socket, plaintext
+    /// into `input`, up to `capacity`.
+    fn read_tls(&mut self, input: &mut Vec<u8>, capacity: usize) -> ReadOutcome {
+        let fd = self.stream.as_raw_fd();
+        let Some(tls) = self.tls.as_mut() else { return ReadOutcome::Progress };
+        let r = tls.read(fd, input, capacity, self.fin_queued);
+        if r.drained {
+            self.readable = false;
+        }
+        if r.peer_eof || r.close_notify {
+            self.eof = true;
+            self.readable = false;
+            self.tls_abort |= tls.reply_close_notify_at_once();
+        }
+        if r.plain_http {
+            // Nothing was given to rustls and nothing is queued in it: from
+            // here on the connection is plain, and answered in the clear.
+            self.plain_http = true;
+            self.readable = false;
+            self.tls = None;
+        }
+        match r.fatal {
+            Some(Fatal::Socket(_)) => self.failed = true,
+            Some(Fatal::Tls(e)) => {
+                log::debug!("TLS: {e}");
+                self.tls_abort = true;
+                self.readable = false;
+            }
+            None => {}
+        }
+        if r.more_plaintext {
+            // Plaintext waits inside the session, not the socket: no edge
+            // will announce it. Read again once the input has room.
+            self.readable = true;
+            return ReadOutcome::Full;
+        }
+        if self.readable { ReadOutcome::Budget } else { ReadOutcome::Progress }
     }
 
     /// Read and drop up to `budget` bytes (nothing more will be answered,
@@ -158,10 +256,39 @@ impl Sock {
         (ReadOutcome::Progress, bytes)
     }
 
-    /// Write pending output, at most `budget` bytes this call.
-    pub fn flush(&mut self, out: &mut Output, budget: u64) -> Flushed {
+    /// Write pending output, at most `budget` bytes this call. `finishing`:
+    /// the exchange is over, so once the output is out TLS adds its
+    /// `close_notify` (the connection may only leave the open states after
+    /// it has gone out).
+    pub fn flush(&mut self, out: &mut Output, budget: u64, finishing: bool) -> Flushed {
         let fd = self.stream.as_raw_fd();
         let mut done = Flushed::default();
+        if let Some(tls) = self.tls.as_mut() {
+            match tls.send(fd, out, budget) {
+                Ok(sent) => {
+                    done.bytes = sent.bytes as u64;
+                    if sent.blocked {
+                        self.writable = false;
+                    } else if finishing && out.is_empty() && !tls.is_closed() {
+                        tls.close_notify();
+                        match tls.flush(fd) {
+                            Ok(f) => {
+                                done.bytes += f.bytes as u64;
+                                self.writable = f.all_out;
+                            }
+                            Err(_) => self.failed = true,
+                        }
+                    }
+                }
+                // A file that failed to read, or a socket that failed: the
+                // response cannot be completed either way.
+                Err(_) => {
+                    self.failed = true;
+                    self.writable = false;
+                }
+            }
+            return done;
+        }
         while self.writable && done.bytes < budget {
             let (want, from_file, result) = match out.front() {
                 None => break,
@@ -223,7 +350,9 @@ impl ReadOnly {
     /// to close first). The read state carries over: `readable`, and an EOF
     /// already read, which must close the socket rather than wait for an
     /// edge that will not come.
-    pub fn keep(sock: Sock) -> ReadOnly {
+    pub fn keep(mut sock: Sock) -> ReadOnly {
+        sock.close_transport();
+        sock.tls = None;
         ReadOnly { sock, drained: 0 }
     }
 
@@ -232,6 +361,8 @@ impl ReadOnly {
     /// socket already drained gets a new edge when the client's next bytes
     /// or FIN arrive, so `readable` carries over as it is.
     pub fn shut(mut sock: Sock) -> ReadOnly {
+        sock.close_transport();
+        sock.tls = None;
         sock.failed |= sock.stream.shutdown(Shutdown::Write).is_err();
         ReadOnly { sock, drained: 0 }
     }
@@ -312,7 +443,7 @@ mod tests {
         client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         client.shutdown(Shutdown::Write).unwrap();
 
-        let mut sock = Sock::new(TcpStream::from_std(sock));
+        let mut sock = Sock::new(TcpStream::from_std(sock), None);
         let mut pool = BufPool::new(1024, 1);
         let mut bufs = pool.take();
         sock.mark_readable(true);

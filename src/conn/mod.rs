@@ -36,6 +36,7 @@ pub use io::{Flushed, ReadOnly, ReadOutcome, Sock};
 use crate::policy::{LINGER_MAX_BYTES, OUT_HIGH_WATER};
 use crate::pool::BufPool;
 use crate::session::Session;
+use crate::tls::TlsSession;
 use decide::Facts;
 
 /// The state names (the state without its data): the index of the state's
@@ -172,17 +173,21 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A new connection: reading its first request.
-    pub fn new(stream: TcpStream, peer: SocketAddr) -> Conn {
-        let open = Open { sock: Sock::new(stream), session: Session::new(), wrote: false };
+    /// A new connection: reading its first request (over TLS when `tls`
+    /// holds a session: the handshake comes first, on the same timer).
+    pub fn new(stream: TcpStream, peer: SocketAddr, tls: Option<Box<TlsSession>>) -> Conn {
+        let open = Open { sock: Sock::new(stream, tls), session: Session::new(), wrote: false };
         Conn { peer, in_runq: false, in_batch: false, state: State::Reading(open) }
     }
 
-    /// A newcomer refused at the door: `answer` sent, then the same
-    /// graceful close as everyone else.
-    pub fn refused(stream: TcpStream, peer: SocketAddr, answer: &[u8]) -> Conn {
-        let sock = Sock::new(stream);
-        ReadOnly::last_words(&sock, answer);
+    /// A newcomer refused at the door: `answer` sent (if any: a TLS client
+    /// could not read one before a handshake), then the same graceful
+    /// close as everyone else.
+    pub fn refused(stream: TcpStream, peer: SocketAddr, answer: Option<&[u8]>) -> Conn {
+        let sock = Sock::new(stream, None);
+        if let Some(answer) = answer {
+            ReadOnly::last_words(&sock, answer);
+        }
         Conn { peer, in_runq: false, in_batch: false, state: State::Lingering(ReadOnly::shut(sock)) }
     }
 
@@ -231,7 +236,7 @@ impl Conn {
                     f.failed = o.sock.failed;
                     f.sub = s.subscription().map(|sub| sub.mode);
                     f.done = s.close_kind();
-                    f.pending = s.output_pending();
+                    f.pending = s.output_pending() || o.sock.wants_write();
                     f.out_room = pending_memory < OUT_HIGH_WATER;
                     f.has_input = s.has_input();
                     f.need_input = s.needs_input();
@@ -276,7 +281,12 @@ impl Conn {
                     match to {
                         Kind::AwaitFin => State::AwaitFin(ReadOnly::keep(open.sock)),
                         Kind::Lingering => State::Lingering(ReadOnly::shut(open.sock)),
-                        _ => State::Closed,
+                        _ => {
+                            // Closing outright: TLS still says goodbye if it
+                            // can (it answers a client's close_notify).
+                            open.sock.close_transport();
+                            State::Closed
+                        }
                     }
                 }
                 None => State::Closed,

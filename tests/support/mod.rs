@@ -4,6 +4,7 @@
 
 pub mod driven;
 pub mod redis;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -19,6 +20,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// The HTTPS listener, when `--tls-listen` was given.
+    pub tls_addr: Option<SocketAddr>,
     /// The tail of the server's log (stderr), shown when it exits badly.
     log: Arc<Mutex<Vec<u8>>>,
 }
@@ -52,15 +55,23 @@ impl Server {
             }
         });
         let stdout = child.stdout.take().expect("stdout");
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+        stdout.read_line(&mut line).expect("read listening line");
         let addr = line
             .trim()
             .strip_prefix("listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .parse()
             .expect("address");
-        Server { child, addr, log }
+        let mut tls_addr = None;
+        if args.contains(&"--tls-listen") {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("read the https line");
+            let https = line.trim().strip_prefix("listening on https://");
+            tls_addr = Some(https.unwrap_or_else(|| panic!("unexpected line: {line:?}")).parse().expect("address"));
+        }
+        Server { child, addr, tls_addr, log }
     }
 
     pub fn connect(&self) -> TcpStream {
