@@ -46,15 +46,24 @@ pub struct Channel {
     history: VecDeque<Rc<Message>>,
     subscribers: Ends,
     last_activity: u64,
+    /// The history and `last_id` are current. Always so for channels that
+    /// live here; with a broker, a channel is filled from Redis after its
+    /// first local subscriber arrives, and its subscribers wait till then.
+    pub filled: bool,
 }
 
 impl Channel {
-    /// Messages newer than `since`, oldest first.
+    /// Messages newer than `since`, oldest first. O(log history): ids
+    /// increase along the ring (consecutively here; with gaps where a
+    /// broker's stream had trimmed some).
     pub fn since(&self, since: u64) -> impl Iterator<Item = &Rc<Message>> {
-        // ids are consecutive within the ring: skip straight to the first.
-        let first = self.history.front().map_or(0, |m| m.id);
-        let skip = since.saturating_sub(first.saturating_sub(1)) as usize;
-        self.history.iter().skip(skip)
+        let skip = self.history.partition_point(|m| m.id <= since);
+        self.history.range(skip..)
+    }
+
+    /// The newest message, if any is kept.
+    pub fn newest(&self) -> Option<&Rc<Message>> {
+        self.history.back()
     }
 
     /// The message with id `id`, if still in history.
@@ -87,6 +96,13 @@ pub enum Mode {
 pub struct TooManyChannels;
 
 pub struct PubSub {
+    /// Channels live in a broker (`--broker`): ids are issued there, this
+    /// is a cache of the channels with local subscribers.
+    brokered: bool,
+    /// Channels that gained their first local subscriber, or lost their
+    /// last, since the broker was last told (brokered mode only).
+    opened: Vec<Box<str>>,
+    closed: Vec<Box<str>>,
     by_name: HashMap<Box<str>, ChannelId, std::hash::BuildHasherDefault<Fnv>>,
     channels: Slab<Channel>,
     /// Subscriber lists, one node per connection key (a connection
@@ -107,6 +123,9 @@ pub struct PubSub {
 impl PubSub {
     pub fn new(history_limit: usize, max_channels: usize) -> PubSub {
         PubSub {
+            brokered: false,
+            opened: Vec::new(),
+            closed: Vec::new(),
             by_name: HashMap::default(),
             channels: Slab::new(),
             subscribers: Links::default(),
@@ -119,6 +138,32 @@ impl PubSub {
             dropped_slow: 0,
             refused: 0,
         }
+    }
+
+    /// Channels live in a broker from now on (`--broker`).
+    pub fn set_brokered(&mut self) {
+        self.brokered = true;
+    }
+
+    pub fn is_brokered(&self) -> bool {
+        self.brokered
+    }
+
+    /// Channels whose broker subscription must start, and must end, since
+    /// the last call (each list emptied into the caller's).
+    pub fn take_changes(&mut self, opened: &mut Vec<Box<str>>, closed: &mut Vec<Box<str>>) {
+        opened.append(&mut self.opened);
+        closed.append(&mut self.closed);
+    }
+
+    /// Every channel, with its name (the broker subscribes to them again
+    /// after a reconnect).
+    pub fn iter(&self) -> impl Iterator<Item = (ChannelId, &Channel)> {
+        self.channels.iter().map(|(id, c)| (id as ChannelId, c))
+    }
+
+    pub fn get_mut(&mut self, id: ChannelId) -> Option<&mut Channel> {
+        self.channels.get_mut(id as usize)
     }
 
     pub fn find(&self, name: &str) -> Option<ChannelId> {
@@ -153,12 +198,16 @@ impl PubSub {
             self.refused += 1;
             return Err(TooManyChannels);
         }
+        if self.brokered {
+            self.opened.push(name.into());
+        }
         let id = self.channels.insert(Channel {
             name: name.into(),
             last_id: 0,
             history: VecDeque::new(),
             subscribers: Ends::default(),
             last_activity: now,
+            filled: !self.brokered,
         }) as ChannelId;
         // One small allocation per new channel: not the hot path.
         self.by_name.insert(name.into(), id);
@@ -183,6 +232,27 @@ impl PubSub {
         self.fresh.push((id, msg_id));
         self.enforce_budget();
         msg_id
+    }
+
+    /// A message the broker issued (`id`), delivered here in order: kept in
+    /// the channel's history and handed to the deliver phase. Ids may jump
+    /// (the broker's history was trimmed past a gap); never go back.
+    pub fn store(&mut self, id: ChannelId, msg_id: u64, data: &str, now: u64) {
+        let limit = self.history_limit;
+        let Some(ch) = self.channels.get_mut(id as usize) else { return };
+        if msg_id <= ch.last_id {
+            return;
+        }
+        ch.last_id = msg_id;
+        ch.last_activity = now;
+        ch.history.push_back(Rc::new(Message { id: msg_id, data: data.into() }));
+        let mut freed = 0;
+        while ch.history.len() > limit {
+            freed += ch.history.pop_front().map_or(0, |m| m.data.len());
+        }
+        self.memory = self.memory + data.len() - freed;
+        self.fresh.push((id, msg_id));
+        self.enforce_budget();
     }
 
     /// Past the budget, trim the channel holding the most history.
@@ -219,7 +289,10 @@ impl PubSub {
         let Some(ch) = self.channels.get_mut(id as usize) else { return };
         self.subscribers.unlink(&mut ch.subscribers, id, key);
         ch.last_activity = now;
-        if ch.subscribers.is_empty() && ch.last_id == 0 {
+        // A channel with no message and no subscriber leaves nothing behind;
+        // with a broker, the channel lives there: the local copy goes with
+        // its last subscriber.
+        if ch.subscribers.is_empty() && (ch.last_id == 0 || self.brokered) {
             self.drop_channel(id);
         }
     }
@@ -243,6 +316,9 @@ impl PubSub {
         if let Some(ch) = self.channels.try_remove(id as usize) {
             self.memory -= ch.history.iter().map(|m| m.data.len()).sum::<usize>();
             self.by_name.remove(&ch.name);
+            if self.brokered {
+                self.closed.push(ch.name);
+            }
         }
     }
 

@@ -402,208 +402,12 @@ impl Service {
             }
         }
     }
-
-    /// Who may publish: loopback clients, or, with `--publish-token`, any
-    /// client presenting it (and only those).
-    fn may_publish(&self, head: &Head<'_>, name: &str, ctx: &Ctx<'_>) -> Result<(), Status> {
-        let allowed = match &self.publish_token {
-            Some(token) => head.authorization.and_then(|a| a.strip_prefix(b"Bearer ")) == Some(token.as_bytes()),
-            None => ctx.peer.ip().is_loopback(),
-        };
-        if !allowed {
-            return Err(Status::FORBIDDEN);
-        }
-        if !pubsub::valid_name(name) {
-            return Err(Status::BAD_REQUEST);
-        }
-        Ok(())
-    }
-
-    /// `/pub/NAME` with a method other than POST, or a POST without body.
-    fn publish_route(&mut self, head: &Head<'_>, name: &str, reply: &mut Reply<'_>, ctx: &mut Ctx<'_>) {
-        match head.method {
-            Method::Options => options(reply, PUB_ALLOW),
-            // A POST whose body was empty (Content-Length: 0).
-            Method::Post => self.publish(name, "", reply, ctx),
-            _ => reply.simple(Status::METHOD_NOT_ALLOWED, PUB_ALLOW),
-        }
-    }
-
-    /// The body of a publish arrived: publish it and answer.
-    fn finish_publish(&mut self, proto: &mut Proto, c: Collecting, out: &mut Output, ctx: &mut Ctx<'_>) {
-        if let Some(kind) = c.close_after {
-            proto.finish(kind);
-        }
-        let mut reply = Reply::new(out, &ctx.turn.date, c.persist, false);
-        match std::str::from_utf8(&c.body) {
-            Ok(text) => self.publish(&c.target, text, &mut reply, ctx),
-            Err(_) => reply.simple(Status::BAD_REQUEST, b""),
-        }
-        if let Some(log) = &mut self.log {
-            let mut parts = c.request_line.splitn(3, ' ');
-            let (m, t, v) = (parts.next().unwrap_or("-"), parts.next().unwrap_or("-"), parts.next().unwrap_or("-"));
-            log.record(ctx.now_secs, ctx.peer, m, t, v, reply.status.code(), reply.body_bytes);
-        }
-    }
-
-    fn publish(&mut self, name: &str, text: &str, reply: &mut Reply<'_>, ctx: &mut Ctx<'_>) {
-        let Ok(channel) = ctx.channels.open(name, ctx.turn.now) else {
-            return reply.simple(Status::SERVICE_UNAVAILABLE, RETRY_LATER);
-        };
-        let id = ctx.channels.publish(channel, text, ctx.turn.now);
-        let reached = ctx.channels.get(channel).map_or(0, |c| c.subscribers());
-        let mut body = b"{\"id\":".to_vec();
-        reply::push_decimal(&mut body, id);
-        body.extend_from_slice(b",\"subscribers\":");
-        reply::push_decimal(&mut body, reached as u64);
-        body.extend_from_slice(b"}\n");
-        let buf = reply.start(Status::OK);
-        buf.extend_from_slice(b"Content-Type: application/json\r\n");
-        buf.extend_from_slice(NO_CACHE);
-        reply.end_head(body.len() as u64);
-        reply.body(&body);
-    }
-
-    /// `GET /sub/NAME`: answer at once from history, or start a hold or a
-    /// stream (RFC 6202). Returns the subscription for the server to keep.
-    /// While shutting down nothing new is held: a long poll is answered at
-    /// once and a stream sends what history it asked for, then ends.
-    fn subscribe(
-        &mut self,
-        head: &Head<'_>,
-        name: &str,
-        keep: bool,
-        reply: &mut Reply<'_>,
-        ctx: &mut Ctx<'_>,
-    ) -> Option<SubStart> {
-        match head.method {
-            Method::Get => {}
-            Method::Options => {
-                options(reply, SUB_ALLOW);
-                return None;
-            }
-            _ => {
-                reply.simple(Status::METHOD_NOT_ALLOWED, SUB_ALLOW);
-                return None;
-            }
-        }
-        if !pubsub::valid_name(name) {
-            reply.simple(Status::BAD_REQUEST, b"");
-            return None;
-        }
-        // Query values are percent-encoded (RFC 3986 §2.1): `since=%31` is 1.
-        let query = |key: &str| {
-            head.query
-                .split('&')
-                .find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
-                .and_then(|v| percent_decode(v.as_bytes()))
-        };
-        let mode = if head.accept_event_stream {
-            Mode::Sse
-        } else if query("mode").as_deref() == Some(b"stream".as_slice()) {
-            Mode::Stream
-        } else {
-            Mode::LongPoll
-        };
-        // Last-Event-ID first: EventSource reconnects to the same URL, so a
-        // `?since=` in it would replay history the client already has.
-        let since = match head.last_event_id {
-            Some(id) => parse::parse_decimal(parse::trim(id)),
-            None => query("since").and_then(|v| parse::parse_decimal(parse::trim(&v))),
-        };
-        let newest = ctx.channels.channel(name).map_or(0, |c| c.last_id);
-        let http10 = head.version == parse::Version::Http10;
-        if mode == Mode::LongPoll
-            && let (Some(since), Some(channel)) = (since, ctx.channels.channel(name))
-            && since < newest
-        {
-            // Everything newer at once, in one response (§2.2).
-            let body = pubsub::long_poll_body(channel.since(since), since);
-            long_poll_reply(reply, &body);
-            return None;
-        }
-        if mode == Mode::LongPoll && self.draining {
-            long_poll_empty(reply);
-            return None;
-        }
-        let channel = if self.draining {
-            None
-        } else {
-            match ctx.channels.open(name, ctx.turn.now) {
-                Ok(id) => Some(id),
-                Err(_) => {
-                    reply.simple(Status::SERVICE_UNAVAILABLE, RETRY_LATER);
-                    return None;
-                }
-            }
-        };
-        let start = |channel, last_id, chunked| SubStart { channel, mode, last_id, chunked, keep_alive: keep, http10 };
-        if mode == Mode::LongPoll {
-            // Hold. A `since` from the future (a restarted server) waits for
-            // the next message like no `since` at all.
-            return channel.map(|c| start(c, newest.min(since.unwrap_or(newest)), false));
-        }
-        let chunked = !http10;
-        if !chunked {
-            // HTTP/1.0: the stream ends when the connection does.
-            reply.persist = Persist::Close;
-        }
-        let buf = reply.start(Status::OK);
-        let content_type: &[u8] = match mode {
-            Mode::Sse => b"Content-Type: text/event-stream; charset=utf-8\r\n",
-            _ => b"Content-Type: application/x-ndjson; charset=utf-8\r\n",
-        };
-        buf.extend_from_slice(content_type);
-        buf.extend_from_slice(NO_CACHE);
-        if chunked {
-            buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
-        }
-        reply.end_head_framed();
-        let mut payload = Vec::new();
-        if mode == Mode::Sse {
-            payload.extend_from_slice(format!("retry: {}\n\n", pubsub::SSE_RETRY_MS).as_bytes());
-        }
-        let mut last = newest;
-        if let (Some(since), Some(history)) = (since, ctx.channels.channel(name)) {
-            // Resume from history (Last-Event-ID).
-            for m in history.since(since) {
-                payload.extend_from_slice(&pubsub::stream_payload(mode, m));
-            }
-            last = newest.max(since.min(newest));
-        }
-        pubsub::frame(reply.out.bytes(), &payload, chunked);
-        match channel {
-            Some(c) => Some(start(c, last, chunked)),
-            None => {
-                // Shutting down: what history there was, then the end.
-                if chunked {
-                    reply.out.bytes().extend_from_slice(LAST_CHUNK);
-                }
-                None
-            }
-        }
-    }
 }
 
 fn options(reply: &mut Reply<'_>, allow: &[u8]) {
     let buf = reply.start(Status::OK);
     buf.extend_from_slice(allow);
     reply.end_head(0);
-}
-
-/// A long-poll answer carrying messages.
-pub fn long_poll_reply(reply: &mut Reply<'_>, body: &[u8]) {
-    let buf = reply.start(Status::OK);
-    buf.extend_from_slice(b"Content-Type: application/json\r\n");
-    buf.extend_from_slice(NO_CACHE);
-    reply.end_head(body.len() as u64);
-    reply.body(body);
-}
-
-/// A long poll that ends without a message (timeout, a pipelined request
-/// behind it, or load shedding): `204` (RFC 6202 §5.5).
-pub fn long_poll_empty(reply: &mut Reply<'_>) {
-    reply.simple(Status::NO_CONTENT, NO_CACHE);
 }
 
 /// `GET /_status`: the counters as flat JSON, for loopback clients only.
@@ -635,18 +439,22 @@ fn refuse_http2(out: &mut Vec<u8>) {
     out.extend_from_slice(DEBUG);
 }
 
+mod channels;
+
+pub use channels::{long_poll_empty, long_poll_reply};
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::replay::{World, loopback};
 
-    fn service(max_requests: u32) -> World {
+    pub(super) fn service(max_requests: u32) -> World {
         World::new(Limits { max_head: 8192, max_body: 1024, max_requests })
     }
 
     /// Feed `input` in pieces of `piece` bytes, serving everything that
     /// becomes complete, as the server does; return all output.
-    fn drive(svc: &mut World, input: &[u8], piece: usize) -> (String, Proto) {
+    pub(super) fn drive(svc: &mut World, input: &[u8], piece: usize) -> (String, Proto) {
         let mut proto = Proto::new();
         let mut out = Output::default();
         let mut buf = Vec::new();
@@ -724,53 +532,6 @@ mod tests {
         assert!(proto.is_done());
     }
 
-    #[test]
-    fn publish_body_split_anywhere_then_long_poll_batches_history() {
-        let mut svc = service(100);
-        let input = b"POST /pub/news HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloPOST /pub/news HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\ntwo\r\n0\r\n\r\n";
-        for piece in 1..input.len() {
-            let mut svc = service(100);
-            let (text, _) = drive(&mut svc, input, piece);
-            assert!(text.contains("{\"id\":1,\"subscribers\":0}"), "piece {piece}: {text}");
-            assert!(text.contains("{\"id\":2,\"subscribers\":0}"), "piece {piece}: {text}");
-        }
-        let (_, _) = drive(&mut svc, input, input.len());
-        let (text, _) = drive(&mut svc, b"GET /sub/news?since=0 HTTP/1.1\r\nHost: a\r\n\r\n", 1000);
-        assert!(text.contains("Cache-Control: no-cache"));
-        assert!(
-            text.ends_with(
-                "{\"last_id\":2,\"messages\":[{\"id\":1,\"data\":\"hello\"},{\"id\":2,\"data\":\"two\"}]}\n"
-            )
-        );
-    }
-
-    #[test]
-    fn subscriptions_are_handed_to_the_server() {
-        let mut svc = service(100);
-        let mut proto = Proto::new();
-        let mut out = Output::default();
-        let (_, step) = svc.serve(&mut proto, b"GET /sub/a HTTP/1.1\r\nHost: a\r\n\r\n", &mut out, loopback());
-        let Step::Subscribe(start) = step else { panic!("{step:?}") };
-        assert_eq!((start.mode, start.last_id, start.chunked), (Mode::LongPoll, 0, false));
-        assert!(out.is_empty(), "a held long poll writes nothing yet");
-        let (_, step) = svc.serve(
-            &mut proto,
-            b"GET /sub/a HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n",
-            &mut out,
-            loopback(),
-        );
-        let Step::Subscribe(start) = step else { panic!("{step:?}") };
-        assert_eq!(start.mode, Mode::Sse);
-        let text = String::from_utf8(out.take_all()).unwrap();
-        assert!(text.contains("Content-Type: text/event-stream") && text.contains("Transfer-Encoding: chunked"));
-        assert!(text.ends_with("\r\n\r\nd\r\nretry: 2000\n\n\r\n"), "{text:?}");
-        let far = "10.0.0.1:9".parse().unwrap();
-        let (_, step) =
-            svc.serve(&mut proto, b"POST /pub/a HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx", &mut out, far);
-        assert_eq!(step, Step::Answered);
-        assert!(String::from_utf8(out.take_all()).unwrap().starts_with("HTTP/1.1 403 Forbidden"));
-    }
-
     /// Defect 14.9: a body with bad framing on a request whose handler
     /// does not read it was answered 200 with keep-alive, then the
     /// connection closed silently.
@@ -799,20 +560,5 @@ mod tests {
         let (text, proto) = drive(&mut svc, long.as_bytes(), 100);
         assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
         assert_eq!(proto.close_kind(), Some(CloseKind::ServerFirst));
-    }
-
-    /// Defect 14.3: a subscription that starts during shutdown is not held.
-    #[test]
-    fn while_draining_subscriptions_are_answered_at_once() {
-        let mut svc = service(100);
-        svc.service.set_draining();
-        let (text, proto) = drive(&mut svc, b"GET /sub/a HTTP/1.1\r\nHost: a\r\n\r\n", 1000);
-        assert!(text.starts_with("HTTP/1.1 204 ") && text.contains("Connection: close"), "{text}");
-        assert!(proto.is_done());
-        let (text, proto) =
-            drive(&mut svc, b"GET /sub/a HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n", 1000);
-        assert!(text.starts_with("HTTP/1.1 200 ") && text.ends_with("retry: 2000\n\n\r\n0\r\n\r\n"), "{text:?}");
-        assert!(proto.is_done());
-        assert_eq!(svc.channels.channels(), 0, "nothing held, nothing made");
     }
 }
