@@ -142,7 +142,7 @@ impl Server {
         }
         // RFC 6202 §2.2, graceful degradation: answer a held long poll
         // early (204, close) before refusing anyone.
-        let Some(held) = self.timers.front(Kind::Held) else { return false };
+        let Some(held) = self.timers.front(Kind::Held).filter(|&k| !self.awaits_broker(k)) else { return false };
         debug!("#{held} long poll answered early to make room");
         self.end_sub(held, SubEnd::Shed);
         // Its answer fits an idle socket's buffer: write it now so that

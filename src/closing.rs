@@ -48,6 +48,8 @@ impl Server {
         for key in keys {
             let Some(conn) = self.conns.get(key) else { continue };
             match conn.kind() {
+                // A publish waiting for the broker is answered as it comes.
+                Kind::Held if self.awaits_broker(key) => {}
                 Kind::Held | Kind::Streaming => self.end_sub(key, SubEnd::Shed),
                 Kind::Idle | Kind::Reading => {
                     let open = conn.state.open();

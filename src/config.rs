@@ -35,6 +35,8 @@ pub struct Config {
     pub stream_lifetime: Duration,
     pub channel_history: usize,
     pub max_channels: usize,
+    /// Channels live in this Redis, shared by every process and host on it.
+    pub broker: Option<crate::broker::BrokerUrl>,
     pub publish_token: Option<String>,
     pub shutdown_timeout: Duration,
     /// Test-only: close abortively instead of lingering, to prove the
@@ -85,6 +87,7 @@ impl Default for Config {
             // share a 32 MiB budget for), so the default bounds the records
             // near 2 MiB.
             max_channels: 10_000,
+            broker: None,
             publish_token: None,
             shutdown_timeout: Duration::from_secs(10),
             abortive_close: false,
@@ -164,6 +167,12 @@ fn options() -> Options {
         "SECS",
     );
     o.optopt("", "channel-history", &format!("messages kept per channel [{}]", d.channel_history), "N");
+    o.optopt(
+        "",
+        "broker",
+        "keep channels in Redis, shared across processes and hosts [in-process]",
+        "redis://HOST:PORT[/DB]",
+    );
     o.optopt("", "max-channels", &format!("channels at once; a new one past it gets 503 [{}]", d.max_channels), "N");
     o.optopt("", "publish-token", "require 'Authorization: Bearer TOKEN' to publish [loopback only]", "TOKEN");
     o.optopt(
@@ -243,6 +252,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     c.stream_lifetime = seconds(&m, "stream-lifetime", c.stream_lifetime)?;
     c.channel_history = number(&m, "channel-history", c.channel_history, 1, 1_000_000)?;
     c.max_channels = number(&m, "max-channels", c.max_channels, 1, 10_000_000)?;
+    if let Some(v) = m.opt_str("broker") {
+        c.broker = Some(v.parse().map_err(|e| format!("invalid value '{v}' for --broker: {e}"))?);
+    }
     c.publish_token = m.opt_str("publish-token");
     c.shutdown_timeout = seconds(&m, "shutdown-timeout", c.shutdown_timeout)?;
     if c.publish_token.as_deref() == Some("") {
@@ -322,6 +334,8 @@ mod tests {
             &["--listen", "nowhere"],
             &["--tls-listen", "127.0.0.1:0"],
             &["--tls-listen", "127.0.0.1:0", "--tls-cert", "c.pem"],
+            &["--broker", "http://localhost"],
+            &["--broker", "redis://localhost:99999"],
             &["--idle-timeout", "-1"],
             &["--bogus"],
             &["stray"],

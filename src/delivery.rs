@@ -6,7 +6,9 @@
 use log::debug;
 
 use crate::pubsub::{self, ChannelId, Message, Mode};
+use crate::relay::News;
 use crate::server::Server;
+use crate::service::Ctx;
 use crate::session::{Delivery, SubEnd, Turn};
 
 impl Server {
@@ -81,6 +83,99 @@ impl Server {
         // The ping timer restarts whether the ping left at once or waits.
         if self.timers.kind_of(key) == Some(crate::conn::Kind::Streaming) {
             self.timers.enter(key, crate::conn::Kind::Streaming, now);
+        }
+    }
+
+    /// The broker's news for this turn (`--broker`): messages pushed or
+    /// filled into channels here (kept in history, delivered by the
+    /// deliver phase like local publishes), channels whose history is now
+    /// complete, publishes answered.
+    pub(crate) fn broker_phase(&mut self) {
+        let Some(relay) = self.relay.as_mut() else { return };
+        if !relay.has_work() {
+            return;
+        }
+        let mut events = std::mem::take(&mut self.broker_events);
+        relay.poll(self.now, self.poll.registry(), &mut events);
+        let mut news = std::mem::take(&mut self.news);
+        relay.news(std::mem::take(&mut events), &self.channels, &mut news);
+        for item in news.drain(..) {
+            match item {
+                News::Published { key, tag, outcome } => self.complete_publish(key, Some(tag), outcome),
+                News::Messages { channel, messages, filled } => {
+                    let Some(id) = self.channels.find(&channel) else { continue };
+                    for (msg_id, data) in messages {
+                        // Publishes are UTF-8 (checked when published).
+                        if let Ok(text) = std::str::from_utf8(&data) {
+                            self.channels.store(id, msg_id, text, self.now);
+                        }
+                    }
+                    if let Some(last) = filled {
+                        self.channel_filled(id, last);
+                    }
+                }
+            }
+        }
+        self.news = news;
+        self.broker_events = events;
+    }
+
+    /// A channel's history has arrived: its waiting subscribers start
+    /// (the ones that asked for history get it with the deliveries).
+    fn channel_filled(&mut self, id: ChannelId, last: u64) {
+        let Some(ch) = self.channels.get_mut(id) else { return };
+        ch.filled = true;
+        ch.last_id = ch.last_id.max(last);
+        let newest = ch.last_id;
+        let mut next = self.channels.first_subscriber(id);
+        while let Some(key) = next {
+            next = self.channels.next_subscriber(key);
+            if let Some(o) = self.conns.get_mut(key).and_then(|c| c.state.open_mut()) {
+                o.session.resolve(newest);
+            }
+        }
+    }
+
+    /// Subscribe and unsubscribe with the broker as channels come and go
+    /// here, fill histories, and write what the turn queued for it.
+    pub(crate) fn broker_flush(&mut self) {
+        if let Some(relay) = self.relay.as_mut() {
+            relay.flush(&mut self.channels, self.now, self.poll.registry());
+        }
+    }
+
+    /// Whether `key` waits for the broker's answer to a publish.
+    pub(crate) fn awaits_broker(&self, key: usize) -> bool {
+        self.conns.get(key).and_then(|c| c.state.open()).is_some_and(|o| o.session.publishing().is_some())
+    }
+
+    /// Answer `key`'s waiting publish: stored under an id, or not (`503`).
+    /// `tag`: the broker's answer is for this tag (`None`: the wait is over
+    /// here, whatever comes later).
+    pub(crate) fn complete_publish(&mut self, key: usize, tag: Option<u64>, outcome: Result<u64, ()>) {
+        let turn = self.turn_info();
+        let gauges = self.gauges();
+        let Server { conns, service, channels, stats, date, pool, relay, batch, .. } = self;
+        let Some(conn) = conns.get_mut(key) else { return };
+        let peer = conn.peer;
+        let Some(o) = conn.state.open_mut() else { return };
+        let Some(waiting) = o.session.publishing().map(|p| p.tag) else { return };
+        match tag {
+            Some(t) if t != waiting => return,
+            Some(_) => {}
+            None => {
+                if let Some(relay) = relay.as_mut() {
+                    relay.forget(waiting);
+                }
+            }
+        }
+        let view = || gauges;
+        let mut ctx = Ctx { turn: &turn, now_secs: date.unix_secs(), peer, stats, channels, gauges: &view };
+        o.session.complete_publish(service, outcome, &mut ctx, pool);
+        // Written and settled in this turn (a timer's caller settles it).
+        if tag.is_some() && !conn.in_batch {
+            conn.in_batch = true;
+            batch.push(key);
         }
     }
 }

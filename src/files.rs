@@ -352,6 +352,7 @@ impl Entry {
     /// file's descriptor is `fstat`ed on every use, because its size is
     /// announced before `sendfile` reads it: a file rewritten in place
     /// within the second must not be served at its old length.
+    #[inline]
     fn is_current(&self, now_secs: u64) -> bool {
         if self.fs_path.is_none() {
             return true;

@@ -25,6 +25,7 @@ pub mod policy;
 pub mod pool;
 pub mod privileges;
 pub mod pubsub;
+pub mod relay;
 pub mod replay;
 pub mod sched;
 pub mod server;

@@ -99,10 +99,10 @@ pub struct PubSub {
     /// Channels live in a broker (`--broker`): ids are issued there, this
     /// is a cache of the channels with local subscribers.
     brokered: bool,
-    /// Channels that gained their first local subscriber, or lost their
-    /// last, since the broker was last told (brokered mode only).
-    opened: Vec<Box<str>>,
-    closed: Vec<Box<str>>,
+    /// Channels made (`true`) and dropped (`false`) since the broker was
+    /// last told, in order (brokered mode only): it subscribes to a channel
+    /// while there are local subscribers.
+    changes: Vec<(Box<str>, bool)>,
     by_name: HashMap<Box<str>, ChannelId, std::hash::BuildHasherDefault<Fnv>>,
     channels: Slab<Channel>,
     /// Subscriber lists, one node per connection key (a connection
@@ -124,8 +124,7 @@ impl PubSub {
     pub fn new(history_limit: usize, max_channels: usize) -> PubSub {
         PubSub {
             brokered: false,
-            opened: Vec::new(),
-            closed: Vec::new(),
+            changes: Vec::new(),
             by_name: HashMap::default(),
             channels: Slab::new(),
             subscribers: Links::default(),
@@ -149,11 +148,10 @@ impl PubSub {
         self.brokered
     }
 
-    /// Channels whose broker subscription must start, and must end, since
-    /// the last call (each list emptied into the caller's).
-    pub fn take_changes(&mut self, opened: &mut Vec<Box<str>>, closed: &mut Vec<Box<str>>) {
-        opened.append(&mut self.opened);
-        closed.append(&mut self.closed);
+    /// Channels made (`true`) or dropped (`false`) since the last call, in
+    /// order, appended to `into`.
+    pub fn take_changes(&mut self, into: &mut Vec<(Box<str>, bool)>) {
+        into.append(&mut self.changes);
     }
 
     /// Every channel, with its name (the broker subscribes to them again
@@ -199,7 +197,7 @@ impl PubSub {
             return Err(TooManyChannels);
         }
         if self.brokered {
-            self.opened.push(name.into());
+            self.changes.push((name.into(), true));
         }
         let id = self.channels.insert(Channel {
             name: name.into(),
@@ -317,7 +315,7 @@ impl PubSub {
             self.memory -= ch.history.iter().map(|m| m.data.len()).sum::<usize>();
             self.by_name.remove(&ch.name);
             if self.brokered {
-                self.closed.push(ch.name);
+                self.changes.push((ch.name, false));
             }
         }
     }

@@ -89,7 +89,7 @@ pub fn replay_state(world: &mut World, pieces: &[&[u8]]) -> (Vec<u8>, Proto) {
                 Step::Answered => continue,
                 Step::NeedInput => break,
                 // Held or closing: nothing more is read.
-                Step::Done | Step::Subscribe(_) => break 'pieces,
+                Step::Done | Step::Subscribe(_) | Step::Publish(_) => break 'pieces,
             }
         }
     }

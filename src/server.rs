@@ -43,6 +43,7 @@ use crate::listeners::{self, Bound, Listeners};
 use crate::policy::{self, DRAIN_BUDGET, FLUSH_THRESHOLD, OUT_HIGH_WATER, WRITE_BUDGET};
 use crate::pool::BufPool;
 use crate::pubsub::{ChannelId, PubSub};
+use crate::relay::{BROKER, News, Relay, RelayStats};
 use crate::sched::Scheduler;
 use crate::service::{Ctx, Limits, Service, Step};
 use crate::session::{SubEnd, Turn};
@@ -89,6 +90,10 @@ pub struct Server {
     pub(crate) channels: PubSub,
     /// What the deliver phase works through (reused every turn).
     pub(crate) fresh: Vec<(ChannelId, u64)>,
+    /// The broker connection (`--broker`), and the buffers its phase reuses.
+    pub(crate) relay: Option<Relay>,
+    pub(crate) broker_events: Vec<crate::broker::Event>,
+    pub(crate) news: Vec<News>,
     pub(crate) stats: Counters,
     pub(crate) cfg: Config,
     /// The configured timeouts in milliseconds, per state.
@@ -96,7 +101,7 @@ pub struct Server {
     clock: Clock,
     /// Milliseconds since start, fixed for the whole turn.
     pub(crate) now: u64,
-    date: DateCache,
+    pub(crate) date: DateCache,
     /// Loop clock at which the wall clock's second may next turn: the
     /// `Date` text only changes then, so the wall clock is read once a
     /// second instead of every turn.
@@ -161,6 +166,16 @@ impl Server {
             }
             None => None,
         };
+        let mut channels = PubSub::new(cfg.channel_history, cfg.max_channels);
+        let relay = match &cfg.broker {
+            Some(url) => {
+                channels.set_brokered();
+                // Seeds the reconnect jitter: differs between processes.
+                let seed = u64::from(std::process::id()) ^ clock.wall().elapsed().map_or(0, |d| d.as_nanos() as u64);
+                Some(Relay::new(url, cfg.channel_history, seed)?)
+            }
+            None => None,
+        };
         let poll = Poll::new()?;
         let listeners = Listeners::register(bound, poll.registry())?;
         let listening = listeners.addrs();
@@ -201,8 +216,11 @@ impl Server {
             pool: BufPool::new(input_capacity, policy::POOL_MIN_FREE),
             bufs_nominal: input_capacity + OUT_HIGH_WATER as usize,
             service: Service::new(files, limits, log, cfg.publish_token.clone()),
-            channels: PubSub::new(cfg.channel_history, cfg.max_channels),
+            channels,
             fresh: Vec::new(),
+            relay,
+            broker_events: Vec::new(),
+            news: Vec::new(),
             stats: Counters::default(),
             timeouts: timeouts(&cfg),
             now: clock.ms(),
@@ -287,7 +305,12 @@ impl Server {
     /// else until the earliest deadline.
     pub fn poll_timeout(&self) -> Option<Duration> {
         let accepting = self.listeners.any_ready();
-        let mut timeout = if self.runq.is_empty() && !accepting { self.next_deadline() } else { Some(Duration::ZERO) };
+        let broker_busy = self.relay.as_ref().is_some_and(|r| r.more);
+        let mut timeout = if self.runq.is_empty() && !accepting && !broker_busy {
+            self.next_deadline()
+        } else {
+            Some(Duration::ZERO)
+        };
         if self.pool.wants_trim() {
             // Wake for the once-a-second trim, or an idle server would keep
             // a burst's buffers until the next event.
@@ -320,8 +343,10 @@ impl Server {
         }
         self.take_batch();
         self.read_phase();
+        self.broker_phase();
         self.serve_phase();
         self.deliver_phase();
+        self.broker_flush();
         self.flush_phase();
         self.settle_phase();
         self.expire_phase();
@@ -346,6 +371,9 @@ impl Server {
         let slots = self.live() as f64 / self.cfg.max_conns as f64;
         let memory = (self.pool.out * self.bufs_nominal) as f64 / self.cfg.max_buffer_memory as f64;
         self.idle_timeout_ms = policy::adaptive_idle_timeout(self.timeouts_idle(), self.min_idle_ms(), slots, memory);
+        if let Some(relay) = self.relay.as_mut() {
+            relay.connect_if_due(self.now, self.poll.registry());
+        }
         if self.date.unix_secs() != self.chores_secs {
             // Once a second: give back idle buffers, drop unused channels.
             self.chores_secs = self.date.unix_secs();
@@ -384,12 +412,9 @@ impl Server {
     /// from the clock of the turn that just ended: a timer fires late by
     /// at most that turn's length.
     fn next_deadline(&self) -> Option<Duration> {
-        let mut due = u64::MAX;
-        for kind in TIMED {
-            if let Some(key) = self.timers.front(kind) {
-                due = due.min(self.timers.since(key).saturating_add(self.timeout_ms(kind)));
-            }
-        }
+        let (timeouts, idle) = (&self.timeouts, self.idle_timeout_ms);
+        let timers = self.timers.earliest(&TIMED, |k| if k == Kind::Idle { idle } else { timeouts[k as usize] });
+        let due = timers.min(self.relay.as_ref().and_then(|r| r.retry_at).unwrap_or(u64::MAX));
         (due != u64::MAX).then(|| Duration::from_millis(due.saturating_sub(self.now).saturating_add(1)))
     }
 
@@ -405,7 +430,8 @@ impl Server {
 
     /// The `/_status` gauges, from the state lists and the pool.
     pub fn gauges(&self) -> Gauges {
-        gauges(&self.timers, &self.pool, self.bufs_nominal, &self.cfg, self.idle_timeout_ms, self.service.log_dropped())
+        let copied = (self.pool.out, self.pool.memory(), self.idle_timeout_ms, self.service.log_dropped());
+        gauges_from(&self.timers, copied, self.bufs_nominal, &self.cfg, self.relay.as_ref().map(|r| r.stats))
     }
 
     pub fn counters(&self) -> &Counters {
@@ -421,6 +447,12 @@ impl Server {
         for event in self.events.iter() {
             match event.token() {
                 SIGNALS => signalled = true,
+                BROKER => {
+                    if let Some(relay) = self.relay.as_mut() {
+                        relay.readable |= event.is_readable() || event.is_read_closed() || event.is_error();
+                        relay.writable |= event.is_writable() || event.is_write_closed();
+                    }
+                }
                 token if listeners::index_of(token).is_some() => {
                     self.listeners.mark_ready(listeners::index_of(token).unwrap_or(0));
                 }
@@ -532,11 +564,16 @@ impl Server {
     /// Step 6: round-robin passes over the connections with requests.
     fn serve_phase(&mut self) {
         let turn = self.turn_info();
-        let gauge_view = self.gauges();
-        let Server { sched, batch, conns, service, channels, stats, date, cfg, pool, now, .. } = self;
+        // The gauges are computed only if a `/_status` request asks: from
+        // the lists, and a few values copied here (the rest of the server is
+        // lent to the scheduler's closure).
+        let copied = (self.pool.out, self.pool.memory(), self.idle_timeout_ms, self.service.log_dropped());
+        let broker = self.relay.as_ref().map(|r| r.stats);
+        let Server { sched, batch, conns, service, channels, stats, date, cfg, pool, now, relay, timers, .. } = self;
+        let (timers, limits, nominal) = (&*timers, &*cfg, self.bufs_nominal);
+        let gauges = move || gauges_from(timers, copied, nominal, limits, broker);
         let now_secs = date.unix_secs();
         let now = *now;
-        let gauges = || gauge_view;
         sched.run(batch, cfg.quantum, |key| {
             let Some(conn) = conns.get_mut(key) else { return false };
             let peer = conn.peer;
@@ -560,6 +597,17 @@ impl Server {
                 Step::Subscribe(start) => {
                     channels.subscribe(start.channel, key, now);
                     o.session.hold(start, now);
+                    false
+                }
+                Step::Publish(publish) => {
+                    // Ids come from the broker only: never issued here.
+                    let floor = ctx.channels.channel(&publish.channel).map_or(0, |c| c.last_id);
+                    let sent =
+                        relay.as_mut().and_then(|r| r.publish(&publish.channel, publish.data.as_bytes(), floor, key));
+                    o.session.await_publish(publish, sent.unwrap_or(0));
+                    if sent.is_none() {
+                        o.session.complete_publish(service, Err(()), &mut ctx, pool);
+                    }
                     false
                 }
             }
@@ -654,14 +702,12 @@ impl Server {
 /// Write what `o` has pending, within the per-turn budget.
 fn flush(key: usize, o: &mut Open) {
     let finishing = o.session.is_done();
-    let mut empty = Output::default();
-    let out = match o.session.output() {
-        Some(out) => out,
+    let done = match o.session.output() {
+        Some(out) => o.sock.flush(out, WRITE_BUDGET, finishing),
         // TLS with nothing of HTTP to send: a handshake flight, an alert,
         // close_notify.
-        None => &mut empty,
+        None => o.sock.flush(&mut Output::default(), WRITE_BUDGET, finishing),
     };
-    let done = o.sock.flush(out, WRITE_BUDGET, finishing);
     o.wrote |= done.bytes > 0;
     if done.truncated {
         // The file shrank under a response whose length was already sent:
@@ -689,9 +735,19 @@ fn timeouts(cfg: &Config) -> [u64; Kind::ALL.len()] {
     t
 }
 
-/// The gauges, read from where they live.
-fn gauges(timers: &Timers, pool: &BufPool, nominal: usize, cfg: &Config, idle_ms: u64, log_dropped: u64) -> Gauges {
+/// The gauges, read from where they live: the state lists, and the pool's
+/// sets out and free bytes, the idle timeout in force and the access log's
+/// dropped lines (`copied`, in that order).
+fn gauges_from(
+    timers: &Timers,
+    copied: (usize, usize, u64, u64),
+    nominal: usize,
+    cfg: &Config,
+    broker: Option<RelayStats>,
+) -> Gauges {
+    let (buffers_held, free_bytes, idle_timeout_ms, log_dropped) = copied;
     let len = |k| timers.len(k);
+    let broker = broker.unwrap_or_default();
     Gauges {
         active: Kind::ALL.iter().filter(|&&k| k != Kind::Closed).map(|&k| len(k)).sum(),
         reading: len(Kind::Reading),
@@ -702,10 +758,14 @@ fn gauges(timers: &Timers, pool: &BufPool, nominal: usize, cfg: &Config, idle_ms
         streaming: len(Kind::Streaming),
         lingering: len(Kind::AwaitFin) + len(Kind::Lingering),
         max_conns: cfg.max_conns,
-        idle_timeout_ms: idle_ms,
-        buffer_bytes: pool.out * nominal + pool.memory(),
+        idle_timeout_ms,
+        buffer_bytes: buffers_held * nominal + free_bytes,
         max_buffer_bytes: cfg.max_buffer_memory,
-        buffers_held: pool.out,
+        buffers_held,
         log_dropped,
+        broker_connected: broker.connected,
+        broker_reconnects: broker.reconnects,
+        broker_gaps_filled: broker.gaps_filled,
+        broker_refused: broker.refused,
     }
 }

@@ -15,7 +15,7 @@ use crate::http::{CloseKind, Output, Persist, Proto, Reading, Reply, Status, Ver
 use crate::policy::{RETRY_AFTER_SECS, SUB_MAX_QUEUE, SUB_SEGMENT};
 use crate::pool::{BufPool, Bufs};
 use crate::pubsub::{self, Channel, ChannelId, Message, Mode};
-use crate::service::{self, Ctx, Service, Step, SubStart};
+use crate::service::{self, Ctx, PendingPublish, Service, Step, SubStart};
 
 /// What a step needs to know about the turn, passed in.
 #[derive(Clone, Copy)]
@@ -41,6 +41,11 @@ pub struct Sub {
     pub http10: bool,
     /// Loop clock when the subscription started (stream lifetime).
     pub started: u64,
+    /// The channel's history has not arrived yet (it lives in a broker):
+    /// nothing is delivered until it has (`resolve`).
+    pub waiting: bool,
+    /// Start from whatever is newest once the history is here (no `since`).
+    pub from_now: bool,
 }
 
 /// How a subscription ends.
@@ -74,6 +79,9 @@ pub struct Session {
     proto: Proto,
     bufs: Option<Box<Bufs>>,
     sub: Option<Box<Sub>>,
+    /// A publish waiting for the broker's id: nothing behind it is served
+    /// before it is answered (responses go in request order).
+    publishing: Option<Box<PendingPublish>>,
     /// The last serve step found no complete request in the input.
     need_input: bool,
     /// A request was answered (or a subscription started) this turn: the
@@ -89,7 +97,7 @@ impl Default for Session {
 
 impl Session {
     pub fn new() -> Session {
-        Session { proto: Proto::new(), bufs: None, sub: None, need_input: false, answered: false }
+        Session { proto: Proto::new(), bufs: None, sub: None, publishing: None, need_input: false, answered: false }
     }
 
     // ---- buffers: bytes in, bytes out -------------------------------------
@@ -158,6 +166,11 @@ impl Session {
         self.sub.as_deref()
     }
 
+    /// A publish waits for the broker.
+    pub fn publishing(&self) -> Option<&PendingPublish> {
+        self.publishing.as_deref()
+    }
+
     /// No further request will be read; how to close once output is out.
     pub fn close_kind(&self) -> Option<CloseKind> {
         self.proto.close_kind()
@@ -198,6 +211,7 @@ impl Session {
     #[inline]
     pub fn may_serve(&self, high_water: u64) -> bool {
         self.sub.is_none()
+            && self.publishing.is_none()
             && !self.proto.is_done()
             && self.bufs.as_ref().is_some_and(|b| b.has_input() && b.out.pending_memory() < high_water)
     }
@@ -209,7 +223,7 @@ impl Session {
         let (n, step) = service.serve_one(&mut self.proto, &bufs.input[bufs.start..], &mut bufs.out, ctx);
         bufs.start += n;
         match step {
-            Step::Answered | Step::Subscribe(_) => self.answered = true,
+            Step::Answered | Step::Subscribe(_) | Step::Publish(_) => self.answered = true,
             Step::NeedInput => self.need_input = true,
             Step::Done => {}
         }
@@ -226,12 +240,48 @@ impl Session {
         self.sub = Some(Box::new(Sub {
             channel: start.channel,
             mode: start.mode,
-            last_id: start.last_id,
+            last_id: start.last_id.unwrap_or(0),
+            waiting: !start.filled,
+            from_now: start.last_id.is_none(),
             chunked: start.chunked,
             keep_alive: start.keep_alive,
             http10: start.http10,
             started: now,
         }));
+    }
+
+    /// The channel's history has arrived (`newest` is its last id): the
+    /// subscription starts where it asked, or from there (no `since`), and messages
+    /// newer than its start are delivered from here on (a resumed stream
+    /// replays its gap from history with the next delivery).
+    pub fn resolve(&mut self, newest: u64) {
+        if let Some(sub) = self.sub.as_mut().filter(|s| s.waiting) {
+            sub.waiting = false;
+            // A `since` beyond `newest` was handed out by another node first.
+            if sub.from_now {
+                sub.last_id = newest;
+            }
+        }
+    }
+
+    /// Wait for the broker's answer to `publish`, sent under `tag`.
+    pub fn await_publish(&mut self, mut publish: Box<PendingPublish>, tag: u64) {
+        publish.tag = tag;
+        self.publishing = Some(publish);
+    }
+
+    /// The broker answered the waiting publish (`Ok(id)`), or could not:
+    /// write the answer.
+    pub fn complete_publish(
+        &mut self,
+        service: &mut Service,
+        outcome: Result<u64, ()>,
+        ctx: &mut Ctx<'_>,
+        pool: &mut BufPool,
+    ) {
+        let Some(publish) = self.publishing.take() else { return };
+        let out = &mut self.bufs.get_or_insert_with(|| pool.take()).out;
+        service.publish_answered(&mut self.proto, *publish, outcome, out, ctx);
     }
 
     /// The persistence fields of a subscriber's last response.
@@ -300,7 +350,7 @@ impl Session {
         pool: &mut BufPool,
     ) -> Delivery {
         let Some(sub) = self.sub.as_mut() else { return Delivery::Skipped };
-        if sub.last_id >= message.id {
+        if sub.waiting || sub.last_id >= message.id {
             return Delivery::Skipped;
         }
         let bufs = self.bufs.get_or_insert_with(|| pool.take());
@@ -342,14 +392,17 @@ impl Session {
                 if sub.last_id + 1 == message.id {
                     pubsub::frame(out, &encoded[usize::from(sub.mode == Mode::Sse)], sub.chunked);
                 } else {
-                    // A gap (a resumed subscriber): fill it from history.
+                    // A gap (a resumed subscriber): fill it from history, up to
+                    // the newest kept (further messages of this turn are then
+                    // skipped, not sent twice).
                     let mut payload = Vec::new();
                     for m in channel.since(sub.last_id) {
                         payload.extend_from_slice(&pubsub::stream_payload(sub.mode, m));
+                        sub.last_id = m.id;
                     }
                     pubsub::frame(out, &payload, sub.chunked);
                 }
-                sub.last_id = message.id;
+                sub.last_id = sub.last_id.max(message.id);
                 Delivery::Sent
             }
         }
@@ -426,7 +479,8 @@ mod tests {
 
     fn held(mode: Mode, chunked: bool, keep_alive: bool) -> Session {
         let mut s = Session::new();
-        let start = SubStart { channel: 0, mode, last_id: 0, chunked, keep_alive, http10: !chunked };
+        let start =
+            SubStart { channel: 0, mode, last_id: Some(0), filled: true, chunked, keep_alive, http10: !chunked };
         s.hold(start, 1);
         s
     }

@@ -54,11 +54,18 @@ pub struct Gauges {
     pub buffers_held: usize,
     /// Access log lines dropped because the sink could not keep up.
     pub log_dropped: u64,
+    /// The broker (`--broker`): connected (1) or not (0; always 0 without
+    /// one), reconnections, messages recovered after gaps, publishes
+    /// refused while it was away.
+    pub broker_connected: bool,
+    pub broker_reconnects: u64,
+    pub broker_gaps_filled: u64,
+    pub broker_refused: u64,
 }
 
 /// Render the flat JSON object.
 pub fn to_json(c: &Counters, g: &Gauges, ps: &PubSub) -> Vec<u8> {
-    let fields: [(&str, u64); 32] = [
+    let fields: [(&str, u64); 36] = [
         ("active", g.active as u64),
         ("reading", g.reading as u64),
         ("writing", g.writing as u64),
@@ -91,6 +98,10 @@ pub fn to_json(c: &Counters, g: &Gauges, ps: &PubSub) -> Vec<u8> {
         ("channels_refused", ps.refused),
         ("access_log_dropped", g.log_dropped),
         ("channel_bytes", ps.memory() as u64),
+        ("broker_connected", u64::from(g.broker_connected)),
+        ("broker_reconnects", g.broker_reconnects),
+        ("broker_gaps_filled", g.broker_gaps_filled),
+        ("broker_publishes_refused", g.broker_refused),
     ];
     let mut out = Vec::with_capacity(640);
     out.push(b'{');

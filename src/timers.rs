@@ -51,6 +51,20 @@ impl Timers {
         self.links.next(key)
     }
 
+    /// The earliest stamp-plus-timeout among the heads of `kinds`' lists
+    /// (each list is sorted, so its head is its earliest): `u64::MAX` when
+    /// they are all empty. Asked once per turn, for the poll's timeout.
+    #[inline]
+    pub fn earliest(&self, kinds: &[Kind], timeout: impl Fn(Kind) -> u64) -> u64 {
+        let mut due = u64::MAX;
+        for &kind in kinds {
+            if let Some(head) = self.ends[kind as usize].front() {
+                due = due.min(self.links.since(head).saturating_add(timeout(kind)));
+            }
+        }
+        due
+    }
+
     /// Put `key` at the tail of `kind`'s list stamped `now`, leaving the
     /// list it was on. O(1).
     pub fn enter(&mut self, key: usize, kind: Kind, now: u64) {

@@ -135,6 +135,11 @@ impl Server {
             }
             Kind::AwaitFin => self.set_state(key, Kind::Lingering, false),
             Kind::Lingering => self.set_state(key, Kind::Closed, false),
+            // A publish the broker did not answer in time: 503.
+            Kind::Held if self.awaits_broker(key) => {
+                self.complete_publish(key, None, Err(()));
+                self.settle(key);
+            }
             // RFC 6202 §5.5: nothing arrived in time, answer 204.
             Kind::Held => self.end_sub(key, SubEnd::Empty),
             Kind::Streaming => self.stream_tick(key),

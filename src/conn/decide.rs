@@ -20,6 +20,8 @@ pub struct Facts {
     // The session.
     /// Subscribed, and how.
     pub sub: Option<Mode>,
+    /// A publish waits for the broker's answer.
+    pub awaiting: bool,
     /// No further request will be read; how to close once output is out.
     pub done: Option<CloseKind>,
     /// Output not yet written.
@@ -56,6 +58,7 @@ impl Facts {
             eof: false,
             failed: false,
             sub: None,
+            awaiting: false,
             done: None,
             pending: false,
             out_room: true,
@@ -133,6 +136,14 @@ pub fn decide(f: &Facts) -> Next {
 fn decide_open(f: &Facts) -> Next {
     if f.failed {
         return Next::to(Kind::Closed);
+    }
+    if f.awaiting {
+        // A publish waits for the broker: held, and nothing behind it is
+        // served first (responses go in request order).
+        if f.pending {
+            return Next::to(Kind::Writing).requeue(f.writable).restamp(f.wrote);
+        }
+        return Next::to(Kind::Held).restamp(f.answered);
     }
     if let Some(mode) = f.sub {
         // Held or streaming until the subscription ends. A client that

@@ -235,6 +235,7 @@ impl Conn {
                     f.eof = o.sock.eof;
                     f.failed = o.sock.failed;
                     f.sub = s.subscription().map(|sub| sub.mode);
+                    f.awaiting = s.publishing().is_some();
                     f.done = s.close_kind();
                     f.pending = s.output_pending() || o.sock.wants_write();
                     f.out_room = pending_memory < OUT_HIGH_WATER;

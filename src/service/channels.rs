@@ -23,29 +23,100 @@ impl Service {
     }
 
     /// `/pub/NAME` with a method other than POST, or a POST without body.
-    pub(super) fn publish_route(&mut self, head: &Head<'_>, name: &str, reply: &mut Reply<'_>, ctx: &mut Ctx<'_>) {
+    /// With a broker, the publish is handed back to wait for its id.
+    pub(super) fn publish_route(
+        &mut self,
+        head: &Head<'_>,
+        name: &str,
+        reply: &mut Reply<'_>,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<Box<PendingPublish>> {
         match head.method {
             Method::Options => options(reply, PUB_ALLOW),
             // A POST whose body was empty (Content-Length: 0).
+            Method::Post if ctx.channels.is_brokered() => {
+                let request_line = format!("{} {} {}", head.method_str, head.target, head.version.as_str());
+                let persist = reply.persist;
+                let (channel, request_line) = (name.into(), request_line.into());
+                return Some(Box::new(PendingPublish {
+                    tag: 0,
+                    channel,
+                    data: String::new(),
+                    persist,
+                    close_after: None,
+                    request_line,
+                }));
+            }
             Method::Post => self.publish(name, "", reply, ctx),
             _ => reply.simple(Status::METHOD_NOT_ALLOWED, PUB_ALLOW),
         }
+        None
     }
 
-    /// The body of a publish arrived: publish it and answer.
-    pub(super) fn finish_publish(&mut self, proto: &mut Proto, c: Collecting, out: &mut Output, ctx: &mut Ctx<'_>) {
+    /// The body of a publish arrived: publish it and answer, or hand it
+    /// back to wait for the broker.
+    pub(super) fn finish_publish(
+        &mut self,
+        proto: &mut Proto,
+        c: Collecting,
+        out: &mut Output,
+        ctx: &mut Ctx<'_>,
+    ) -> Step {
+        let text = String::from_utf8(c.body);
+        if ctx.channels.is_brokered()
+            && let Ok(data) = text
+        {
+            let (persist, close_after, request_line) = (c.persist, c.close_after, c.request_line);
+            return Step::Publish(Box::new(PendingPublish {
+                tag: 0,
+                channel: c.target,
+                data,
+                persist,
+                close_after,
+                request_line,
+            }));
+        }
         if let Some(kind) = c.close_after {
             proto.finish(kind);
         }
         let mut reply = Reply::new(out, &ctx.turn.date, c.persist, false);
-        match std::str::from_utf8(&c.body) {
+        match &text {
             Ok(text) => self.publish(&c.target, text, &mut reply, ctx),
             Err(_) => reply.simple(Status::BAD_REQUEST, b""),
         }
+        self.log_request_line(&c.request_line, reply.status, reply.body_bytes, ctx);
+        Step::Answered
+    }
+
+    /// The broker answered a publish (`Ok(id)`: stored under this id), or
+    /// could not (`Err`: not connected, lost, too slow): answer it.
+    pub fn publish_answered(
+        &mut self,
+        proto: &mut Proto,
+        pending: PendingPublish,
+        outcome: Result<u64, ()>,
+        out: &mut Output,
+        ctx: &mut Ctx<'_>,
+    ) {
+        if let Some(kind) = pending.close_after {
+            proto.finish(kind);
+        }
+        let mut reply = Reply::new(out, &ctx.turn.date, pending.persist, false);
+        match outcome {
+            Ok(id) => {
+                let reached = ctx.channels.channel(&pending.channel).map_or(0, |c| c.subscribers());
+                published(&mut reply, id, reached);
+            }
+            Err(()) => reply.simple(Status::SERVICE_UNAVAILABLE, RETRY_LATER),
+        }
+        self.log_request_line(&pending.request_line, reply.status, reply.body_bytes, ctx);
+    }
+
+    fn log_request_line(&mut self, line: &str, status: Status, bytes: u64, ctx: &Ctx<'_>) {
         if let Some(log) = &mut self.log {
-            let mut parts = c.request_line.splitn(3, ' ');
+            let mut parts = line.splitn(3, ' ');
             let (m, t, v) = (parts.next().unwrap_or("-"), parts.next().unwrap_or("-"), parts.next().unwrap_or("-"));
-            log.record(ctx.now_secs, ctx.peer, m, t, v, reply.status.code(), reply.body_bytes);
+            log.record(ctx.now_secs, ctx.peer, m, t, v, status.code(), bytes);
         }
     }
 
@@ -55,6 +126,14 @@ impl Service {
         };
         let id = ctx.channels.publish(channel, text, ctx.turn.now);
         let reached = ctx.channels.get(channel).map_or(0, |c| c.subscribers());
+        published(reply, id, reached);
+    }
+}
+
+/// `{"id":N,"subscribers":M}`: the id the message got, and how many
+/// subscribers here it reached.
+fn published(reply: &mut Reply<'_>, id: u64, reached: usize) {
+    {
         let mut body = b"{\"id\":".to_vec();
         reply::push_decimal(&mut body, id);
         body.extend_from_slice(b",\"subscribers\":");
@@ -66,7 +145,9 @@ impl Service {
         reply.end_head(body.len() as u64);
         reply.body(&body);
     }
+}
 
+impl Service {
     /// `GET /sub/NAME`: answer at once from history, or start a hold or a
     /// stream (RFC 6202). Returns the subscription for the server to keep.
     /// While shutting down nothing new is held: a long poll is answered at
@@ -115,9 +196,13 @@ impl Service {
             None => query("since").and_then(|v| parse::parse_decimal(parse::trim(&v))),
         };
         let newest = ctx.channels.channel(name).map_or(0, |c| c.last_id);
+        // Whether this node knows the channel's history: always when
+        // channels live here; with a broker, once it has been filled.
+        let known = ctx.channels.channel(name).map_or(!ctx.channels.is_brokered(), |c| c.filled);
         let http10 = head.version == parse::Version::Http10;
         if mode == Mode::LongPoll
             && let (Some(since), Some(channel)) = (since, ctx.channels.channel(name))
+            && known
             && since < newest
         {
             // Everything newer at once, in one response (§2.2).
@@ -140,11 +225,31 @@ impl Service {
                 }
             }
         };
-        let start = |channel, last_id, chunked| SubStart { channel, mode, last_id, chunked, keep_alive: keep, http10 };
+        let start = |channel, last_id, chunked| SubStart {
+            channel,
+            mode,
+            last_id,
+            filled: known,
+            chunked,
+            keep_alive: keep,
+            http10,
+        };
+        // Not known yet: the subscription waits for the history, and starts
+        // after `since`, or from whatever is newest then. A `since` beyond
+        // the newest id here is a restarted server's old id when channels
+        // live here (clamped: it waits for the next message); with a broker
+        // it is an id another node has handed out before this one heard of
+        // it, which must not be delivered twice.
+        let brokered = ctx.channels.is_brokered();
+        let from = match (known, since) {
+            (true, Some(since)) if brokered => Some(since),
+            (true, since) => Some(newest.min(since.unwrap_or(newest))),
+            (false, since) => since,
+        };
         if mode == Mode::LongPoll {
             // Hold. A `since` from the future (a restarted server) waits for
             // the next message like no `since` at all.
-            return channel.map(|c| start(c, newest.min(since.unwrap_or(newest)), false));
+            return channel.map(|c| start(c, from, false));
         }
         let chunked = !http10;
         if !chunked {
@@ -166,13 +271,14 @@ impl Service {
         if mode == Mode::Sse {
             payload.extend_from_slice(format!("retry: {}\n\n", pubsub::SSE_RETRY_MS).as_bytes());
         }
-        let mut last = newest;
-        if let (Some(since), Some(history)) = (since, ctx.channels.channel(name)) {
-            // Resume from history (Last-Event-ID).
+        let mut last = from;
+        if let (Some(since), Some(history), true) = (since, ctx.channels.channel(name), known) {
+            // Resume from history (Last-Event-ID). (A channel not known yet
+            // replays it when its history arrives.)
             for m in history.since(since) {
                 payload.extend_from_slice(&pubsub::stream_payload(mode, m));
             }
-            last = newest.max(since.min(newest));
+            last = Some(if brokered { newest.max(since) } else { newest });
         }
         pubsub::frame(reply.out.bytes(), &payload, chunked);
         match channel {
@@ -236,7 +342,7 @@ mod tests {
         let mut out = Output::default();
         let (_, step) = svc.serve(&mut proto, b"GET /sub/a HTTP/1.1\r\nHost: a\r\n\r\n", &mut out, loopback());
         let Step::Subscribe(start) = step else { panic!("{step:?}") };
-        assert_eq!((start.mode, start.last_id, start.chunked), (Mode::LongPoll, 0, false));
+        assert_eq!((start.mode, start.last_id, start.chunked), (Mode::LongPoll, Some(0), false));
         assert!(out.is_empty(), "a held long poll writes nothing yet");
         let (_, step) = svc.serve(
             &mut proto,

@@ -46,8 +46,12 @@ pub struct Ctx<'a> {
 pub struct SubStart {
     pub channel: ChannelId,
     pub mode: Mode,
-    /// Messages up to this id were delivered (or are not wanted).
-    pub last_id: u64,
+    /// Messages up to this id were delivered (or are not wanted). `None`:
+    /// from the newest once the channel is known here (it lives in a
+    /// broker and its history has not arrived yet).
+    pub last_id: Option<u64>,
+    /// The channel's history is here; else the subscription waits for it.
+    pub filled: bool,
     /// The stream is chunked (else delimited by closing: HTTP/1.0).
     pub chunked: bool,
     pub keep_alive: bool,
@@ -67,6 +71,24 @@ pub enum Step {
     /// The request subscribed: hold the connection (long poll) or keep
     /// streaming to it.
     Subscribe(SubStart),
+    /// A publish for the broker (`--broker`): answered when it has issued
+    /// the message's id.
+    Publish(Box<PendingPublish>),
+}
+
+/// A publish waiting for the broker, and what its answer will need.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PendingPublish {
+    /// The broker's tag for it, once sent (an answer for another tag, on a
+    /// slab key since reused, is not this one's).
+    pub tag: u64,
+    pub channel: Box<str>,
+    pub data: String,
+    pub persist: Persist,
+    /// The connection closes after the answer (decided with the head).
+    pub close_after: Option<CloseKind>,
+    /// For the access log.
+    pub request_line: Box<str>,
 }
 
 pub struct Service {
@@ -186,8 +208,7 @@ impl Service {
                         let Reading::Collect(c) = std::mem::replace(&mut proto.reading, Reading::Head) else {
                             unreachable!("matched Collect above")
                         };
-                        self.finish_publish(proto, *c, out, ctx);
-                        (fed.consumed, Step::Answered)
+                        (fed.consumed, self.finish_publish(proto, *c, out, ctx))
                     }
                     Ok(_) => {
                         self.fail(proto, Reject::new(Status::CONTENT_TOO_LARGE, "message too large"), out, ctx);
@@ -363,7 +384,12 @@ impl Service {
             (Some(status), Route::Publish(_)) => reply.simple(status, PUB_ALLOW),
             (Some(status), _) => reply.simple(status, b""),
             (None, Route::Status) => status_route(head, &mut reply, ctx),
-            (None, Route::Publish(name)) => self.publish_route(head, name, &mut reply, ctx),
+            (None, Route::Publish(name)) => {
+                if let Some(pending) = self.publish_route(head, name, &mut reply, ctx) {
+                    // Answered (and logged) when the broker has issued its id.
+                    return Step::Publish(pending);
+                }
+            }
             (None, Route::Subscribe(name)) => {
                 if let Some(start) = self.subscribe(head, name, keep, &mut reply, ctx) {
                     step = Step::Subscribe(start);
