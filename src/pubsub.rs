@@ -215,20 +215,9 @@ impl PubSub {
     /// Store a message; returns its id. Ids increase by one per message in
     /// each channel. The deliver phase is told through `take_fresh`.
     pub fn publish(&mut self, id: ChannelId, data: &str, now: u64) -> u64 {
-        let limit = self.history_limit;
-        let Some(ch) = self.channels.get_mut(id as usize) else { return 0 };
-        ch.last_id += 1;
-        let msg_id = ch.last_id;
-        ch.last_activity = now;
-        ch.history.push_back(Rc::new(Message { id: msg_id, data: data.into() }));
-        let mut freed = 0;
-        while ch.history.len() > limit {
-            freed += ch.history.pop_front().map_or(0, |m| m.data.len());
-        }
-        self.memory = self.memory + data.len() - freed;
+        let Some(msg_id) = self.channels.get(id as usize).map(|c| c.last_id + 1) else { return 0 };
+        self.store(id, msg_id, data, now);
         self.published += 1;
-        self.fresh.push((id, msg_id));
-        self.enforce_budget();
         msg_id
     }
 
