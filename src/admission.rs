@@ -4,9 +4,14 @@
 //! head, then the least recently used idle connection, then a held long
 //! poll answered early (RFC 6202 §2.2); only when none exists is the
 //! newcomer refused, with `503` and `Retry-After`.
+//!
+//! With several workers on one listening socket, each takes at most
+//! [`ACCEPT_CAP`] connections a turn and a nearly full worker leaves them
+//! to the others for a while ([`accept_quota`]).
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use log::{debug, trace, warn};
 use mio::net::TcpStream;
@@ -60,12 +65,51 @@ impl Budget {
     }
 }
 
+/// Connections one worker accepts per turn when several share the
+/// listeners. Every worker is woken by the same edge; one that took the
+/// whole queue would leave the others idle and then serve its catch alone.
+/// A turn is the grain of the loop, so a cap per turn lets the others take
+/// their share while this one reads and serves what it took.
+pub const ACCEPT_CAP: usize = 16;
+
+/// How long a nearly full worker leaves waiting connections to the others
+/// before taking some after all (nginx's `accept_disabled` counts loop
+/// iterations; a time does not depend on how busy the loop is). A worker
+/// with room is woken by the same edge and takes them well within it; when
+/// every worker is nearly full, a newcomer waits this long and is then
+/// admitted, making room by eviction as usual (§5: never locked out).
+pub const ACCEPT_DEFER_MS: u64 = 50;
+
+/// How many connections to accept this turn: all there are for a single
+/// process; [`ACCEPT_CAP`] among several workers; none while this worker is
+/// nearly full (more than 7/8 of its slots live, nginx's threshold) and has
+/// deferred for less than [`ACCEPT_DEFER_MS`] (`deferred_ms`: for how long,
+/// `None` when it was not deferring).
+pub fn accept_quota(workers: usize, live: usize, slots: usize, deferred_ms: Option<u64>) -> usize {
+    if workers <= 1 {
+        return usize::MAX;
+    }
+    let nearly_full = live.saturating_mul(8) > slots.saturating_mul(7);
+    if nearly_full && deferred_ms.is_none_or(|ms| ms < ACCEPT_DEFER_MS) {
+        return 0;
+    }
+    ACCEPT_CAP
+}
+
 impl Server {
-    /// Step 4: accept every pending connection, listener by listener.
+    /// Step 4: accept pending connections, listener by listener, as many
+    /// as [`accept_quota`] allows (all of them while shutting down: the
+    /// backlog is answered before the listeners close).
     pub(crate) fn accept_phase(&mut self) {
-        while let Some(i) = self.listeners.next_ready() {
+        let mut quota = if self.draining.is_some() { usize::MAX } else { self.accept_quota() };
+        while quota > 0
+            && let Some(i) = self.listeners.next_ready()
+        {
             match self.listeners.accept(i) {
-                Ok((sock, peer, tls)) => self.admit(sock, peer, tls),
+                Ok((sock, peer, tls)) => {
+                    quota -= 1;
+                    self.admit(sock, peer, tls);
+                }
                 Err(e) if sys::is_would_block(&e) => self.listeners.drained(i),
                 Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) if sys::is_out_of_descriptors(&e) => {
@@ -78,6 +122,34 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// This turn's quota, starting or ending a deferral.
+    fn accept_quota(&mut self) -> usize {
+        let deferred = self.accept_deferred.map(|since| self.now.saturating_sub(since));
+        let quota = accept_quota(self.cfg.workers, self.live(), self.cfg.max_conns, deferred);
+        self.accept_deferred = match quota {
+            0 => Some(self.accept_deferred.unwrap_or(self.now)),
+            _ => None,
+        };
+        quota
+    }
+
+    /// When the listeners next need a turn: at once while connections may
+    /// wait and this worker takes them (or has yet to start deferring),
+    /// at the end of a deferral, or not at all.
+    pub(crate) fn accept_wake(&self) -> Option<Duration> {
+        if !self.listeners.any_ready() {
+            return None;
+        }
+        let deferred = self.accept_deferred.map(|since| self.now.saturating_sub(since));
+        if accept_quota(self.cfg.workers, self.live(), self.cfg.max_conns, deferred) > 0 {
+            return Some(Duration::ZERO);
+        }
+        // Not deferring yet (this worker filled up during the turn): one
+        // more turn starts the deferral's clock.
+        let Some(since) = self.accept_deferred else { return Some(Duration::ZERO) };
+        Some(Duration::from_millis((since + ACCEPT_DEFER_MS).saturating_sub(self.now)))
     }
 
     /// Take a new connection into a slot, making room if all are in use.
@@ -222,5 +294,28 @@ mod tests {
         }
         assert_eq!(Budget::fit(10_000, 1 << 20).0, Budget { slots: 10_000, closing: 2500, files: 256 });
         assert_eq!(Budget::fit(100, 256).0.files, 32, "an eighth of a small limit");
+    }
+
+    #[test]
+    fn one_process_accepts_everything_waiting() {
+        assert_eq!(accept_quota(1, 0, 100, None), usize::MAX);
+        assert_eq!(accept_quota(1, 100, 100, None), usize::MAX, "full: it makes room by eviction");
+    }
+
+    #[test]
+    fn workers_take_a_capped_share_per_turn() {
+        assert_eq!(accept_quota(2, 0, 10_000, None), ACCEPT_CAP);
+        assert_eq!(accept_quota(8, 8750, 10_000, None), ACCEPT_CAP, "7/8 exactly is not above it");
+    }
+
+    #[test]
+    fn a_nearly_full_worker_leaves_newcomers_to_the_others_for_a_while() {
+        let (slots, nearly) = (10_000, 8751);
+        assert_eq!(accept_quota(2, nearly, slots, None), 0, "starts deferring");
+        assert_eq!(accept_quota(2, nearly, slots, Some(ACCEPT_DEFER_MS - 1)), 0);
+        assert_eq!(accept_quota(2, nearly, slots, Some(ACCEPT_DEFER_MS)), ACCEPT_CAP, "then takes some");
+        assert_eq!(accept_quota(2, slots, slots, Some(ACCEPT_DEFER_MS)), ACCEPT_CAP, "and evicts to make room");
+        assert_eq!(accept_quota(2, 20, 20, None), 0, "small servers too");
+        assert_eq!(accept_quota(2, 17, 20, None), ACCEPT_CAP, "17 of 20 is below 7/8");
     }
 }

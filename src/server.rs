@@ -33,6 +33,7 @@ use slab::Slab;
 
 use crate::access_log::AccessLog;
 use crate::admission::Budget;
+use crate::board::Seat;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn::{Conn, Kind, Open};
@@ -111,6 +112,12 @@ pub struct Server {
     /// Accept failed for want of descriptors; retry when one closes.
     pub(crate) accept_starved: bool,
     pub(crate) reserve: Option<File>,
+    /// A nearly full worker among several: the loop clock since which it
+    /// has left waiting connections to the others (`admission.rs`).
+    pub(crate) accept_deferred: Option<u64>,
+    /// This worker's slot on the supervisor's status board (`board.rs`);
+    /// `None` for a single process.
+    pub(crate) seat: Option<Seat>,
 }
 
 /// What a server is built from beside its configuration.
@@ -169,6 +176,11 @@ impl Server {
         let log = cfg.access_log.as_deref().map(AccessLog::open).transpose()?;
         let limits =
             Limits { max_head: cfg.max_header_bytes, max_body: cfg.max_body_bytes, max_requests: cfg.max_requests };
+        let mut service = Service::new(files, limits, log, cfg.publish_token.clone());
+        if cfg.workers > 1 {
+            // Each worker would hold its own copy of every channel.
+            service.refuse_channels();
+        }
         // The input buffer holds a whole head with room to spare, so an
         // oversized head is detected (431) before the buffer is full.
         let input_capacity = (16 * 1024).max(cfg.max_header_bytes + 1024);
@@ -200,7 +212,7 @@ impl Server {
             sched: Scheduler::default(),
             pool: BufPool::new(input_capacity, policy::POOL_MIN_FREE),
             bufs_nominal: input_capacity + OUT_HIGH_WATER as usize,
-            service: Service::new(files, limits, log, cfg.publish_token.clone()),
+            service,
             channels: PubSub::new(cfg.channel_history, cfg.max_channels),
             fresh: Vec::new(),
             stats: Counters::default(),
@@ -217,6 +229,8 @@ impl Server {
             reload_requested: false,
             accept_starved: false,
             reserve: sys::reserve_fd(),
+            accept_deferred: None,
+            seat: None,
             cfg,
         })
     }
@@ -286,8 +300,10 @@ impl Server {
     /// How long the next poll may sleep: not at all while work is queued,
     /// else until the earliest deadline.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        let accepting = self.listeners.any_ready();
-        let mut timeout = if self.runq.is_empty() && !accepting { self.next_deadline() } else { Some(Duration::ZERO) };
+        let mut timeout = if self.runq.is_empty() { self.next_deadline() } else { Some(Duration::ZERO) };
+        for wake in [self.accept_wake(), self.publish_wake()].into_iter().flatten() {
+            timeout = Some(timeout.map_or(wake, |t| t.min(wake)));
+        }
         if self.pool.wants_trim() {
             // Wake for the once-a-second trim, or an idle server would keep
             // a burst's buffers until the next event.
@@ -327,6 +343,7 @@ impl Server {
         self.expire_phase();
         self.reap_phase();
         self.service.flush_log();
+        self.publish_status(false);
         Ok(())
     }
 
@@ -533,7 +550,8 @@ impl Server {
     fn serve_phase(&mut self) {
         let turn = self.turn_info();
         let gauge_view = self.gauges();
-        let Server { sched, batch, conns, service, channels, stats, date, cfg, pool, now, .. } = self;
+        let Server { sched, batch, conns, service, channels, stats, date, cfg, pool, now, seat, .. } = self;
+        let seat = seat.as_ref();
         let now_secs = date.unix_secs();
         let now = *now;
         let gauges = || gauge_view;
@@ -553,7 +571,7 @@ impl Server {
             if !o.session.may_serve(OUT_HIGH_WATER) {
                 return false;
             }
-            let mut ctx = Ctx { turn: &turn, now_secs, peer, stats, channels, gauges: &gauges };
+            let mut ctx = Ctx { turn: &turn, now_secs, peer, stats, channels, gauges: &gauges, seat };
             match o.session.serve(service, &mut ctx) {
                 Step::Answered => !o.session.is_done(),
                 Step::NeedInput | Step::Done => false,

@@ -4,6 +4,10 @@
 //! Counters are bumped where the event happens. Gauges are read from where
 //! they live (the state lists' lengths, the pool, the channels) only when
 //! `/_status` is asked for: nothing is copied per turn.
+//!
+//! With several workers, each answers for itself (`workers` is 1, `pid` its
+//! own); `/_status?workers=all` adds the other live workers' figures from
+//! the shared board (`board.rs`), each field combined by [`combine`].
 
 use crate::http::reply::push_decimal;
 use crate::pubsub::PubSub;
@@ -56,9 +60,15 @@ pub struct Gauges {
     pub log_dropped: u64,
 }
 
-/// Render the flat JSON object.
-pub fn to_json(c: &Counters, g: &Gauges, ps: &PubSub) -> Vec<u8> {
-    let fields: [(&str, u64); 32] = [
+/// How many fields `/_status` has.
+pub const FIELDS: usize = 33;
+
+/// One field of `/_status`: its name (a contract) and value.
+pub type Field = (&'static str, u64);
+
+/// Every field, in the order of the JSON object (new ones go last).
+pub fn fields(c: &Counters, g: &Gauges, ps: &PubSub) -> [Field; FIELDS] {
+    [
         ("active", g.active as u64),
         ("reading", g.reading as u64),
         ("writing", g.writing as u64),
@@ -91,7 +101,33 @@ pub fn to_json(c: &Counters, g: &Gauges, ps: &PubSub) -> Vec<u8> {
         ("channels_refused", ps.refused),
         ("access_log_dropped", g.log_dropped),
         ("channel_bytes", ps.memory() as u64),
-    ];
+        // How many workers the figures cover: summed like a counter, so
+        // `?workers=all` says how many were live.
+        ("workers", 1),
+    ]
+}
+
+/// Add `other` (another worker's values, in [`fields`] order) into `into`.
+/// Counters, gauges and limits add up (`max_conns` is then the server's
+/// slots); `pid` stays the answering worker's; `idle_timeout_ms` is the
+/// lowest in force, the most loaded worker's.
+pub fn combine(into: &mut [Field; FIELDS], other: &[u64; FIELDS]) {
+    for ((name, value), &theirs) in into.iter_mut().zip(other) {
+        match *name {
+            "pid" => {}
+            "idle_timeout_ms" => *value = (*value).min(theirs),
+            _ => *value = value.saturating_add(theirs),
+        }
+    }
+}
+
+/// Whether a `/_status` query asks for every worker (`?workers=all`).
+pub fn wants_all_workers(query: &str) -> bool {
+    query.split('&').any(|pair| pair == "workers=all")
+}
+
+/// Render the flat JSON object.
+pub fn render(fields: &[Field]) -> Vec<u8> {
     let mut out = Vec::with_capacity(640);
     out.push(b'{');
     for (i, (name, value)) in fields.iter().enumerate() {
@@ -115,12 +151,45 @@ mod tests {
     fn json_is_flat_and_names_the_contract_fields() {
         let c = Counters { evicted: 3, ..Counters::default() };
         let g = Gauges { idle_timeout_ms: 60000, ..Gauges::default() };
-        let text = String::from_utf8(to_json(&c, &g, &PubSub::new(1, 1))).unwrap();
+        let text = String::from_utf8(render(&fields(&c, &g, &PubSub::new(1, 1)))).unwrap();
         assert!(text.starts_with("{\"active\":0,"));
+        assert!(text.ends_with(",\"workers\":1}\n"), "{text}");
         assert!(text.contains("\"evicted\":3"));
         assert!(text.contains("\"idle_timeout_ms\":60000"));
         for name in ["reading", "writing", "held", "streaming", "lingering", "accepted", "requests", "reaped"] {
             assert!(text.contains(&format!("\"{name}\":")), "{name}");
+        }
+    }
+
+    #[test]
+    fn workers_combine_by_field() {
+        let mine = Counters { requests: 5, accepted: 2, ..Counters::default() };
+        let g = Gauges { idle_timeout_ms: 60_000, max_conns: 100, active: 3, ..Gauges::default() };
+        let mut all = fields(&mine, &g, &PubSub::new(1, 1));
+        let theirs = Counters { requests: 7, accepted: 4, ..Counters::default() };
+        let tg = Gauges { idle_timeout_ms: 2_000, max_conns: 100, active: 1, ..Gauges::default() };
+        let mut other = [0u64; FIELDS];
+        for (slot, (_, v)) in other.iter_mut().zip(fields(&theirs, &tg, &PubSub::new(1, 1))) {
+            *slot = v;
+        }
+        let pid = all.iter().position(|(n, _)| *n == "pid").unwrap();
+        other[pid] = 99_999;
+        combine(&mut all, &other);
+        let get = |name: &str| all.iter().find(|(n, _)| *n == name).unwrap().1;
+        assert_eq!((get("requests"), get("accepted"), get("active")), (12, 6, 4));
+        assert_eq!(get("max_conns"), 200, "the server's slots");
+        assert_eq!(get("idle_timeout_ms"), 2_000, "the lowest in force");
+        assert_eq!(get("pid"), u64::from(std::process::id()), "the answering worker's");
+        assert_eq!(get("workers"), 2);
+    }
+
+    #[test]
+    fn only_workers_all_asks_for_every_worker() {
+        for q in ["workers=all", "a=1&workers=all", "workers=all&x"] {
+            assert!(wants_all_workers(q), "{q}");
+        }
+        for q in ["", "workers=al", "workers=all2", "xworkers=all", "workers"] {
+            assert!(!wants_all_workers(q), "{q}");
         }
     }
 }
