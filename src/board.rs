@@ -5,7 +5,9 @@
 //! processes and nothing for the supervisor to do.
 //!
 //! One slot per worker, written by that worker alone, at most once a second
-//! (a turn ends with one comparison of the clock: nothing per request), and
+//! (a turn ends with a comparison of the clock and a store of its live
+//! connections, which the workers balance their accepts on: nothing per
+//! request), and
 //! read by whichever worker answers `?workers=all`; that worker's own
 //! figures are taken live. A slot is a seqlock: its sequence is odd while
 //! the writer is in the middle, and a reader that sees it change reads
@@ -38,6 +40,9 @@ struct Slot {
     seq: AtomicU64,
     /// The worker's pid; 0: vacant.
     pid: AtomicU64,
+    /// Its live connections, stored at the end of every turn (outside the
+    /// seqlock: one number, read by the other workers when they accept).
+    live: AtomicU64,
     /// In `status::fields` order.
     values: [AtomicU64; FIELDS],
 }
@@ -75,14 +80,6 @@ impl Board {
         Ok(Board { slots, len })
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     fn slot(&self, i: usize) -> Option<&Slot> {
         // SAFETY: `i < len` slots were mapped in `new` and stay mapped
         // until drop; the slots are only touched through atomics.
@@ -106,6 +103,25 @@ impl Board {
     /// Slot `i` is no one's (the supervisor reaped its worker).
     pub fn vacate(&self, i: usize) {
         self.write(i, 0, &[("", 0); FIELDS]);
+        if let Some(slot) = self.slot(i) {
+            slot.live.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn set_live(&self, i: usize, live: usize) {
+        if let Some(slot) = self.slot(i) {
+            slot.live.store(live as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The fewest live connections among the occupied slots but `me`.
+    fn fewest_live_but(&self, me: usize) -> Option<usize> {
+        (0..self.len)
+            .filter(|&i| i != me)
+            .filter_map(|i| self.slot(i))
+            .filter(|slot| slot.pid.load(Ordering::Relaxed) != 0)
+            .map(|slot| slot.live.load(Ordering::Relaxed) as usize)
+            .min()
     }
 
     /// Slot `i`'s values, `None` when vacant.
@@ -153,9 +169,15 @@ impl Seat {
         Seat { board, index, published: 0, behind: true }
     }
 
+    /// The fewest live connections among the other live workers, as they
+    /// stood at the end of their last turns.
+    pub fn fewest_elsewhere(&self) -> Option<usize> {
+        self.board.fewest_live_but(self.index)
+    }
+
     /// Add every other live worker's figures to this worker's own.
     pub fn total(&self, fields: &mut [Field; FIELDS]) {
-        for i in (0..self.board.len()).filter(|&i| i != self.index) {
+        for i in (0..self.board.len).filter(|&i| i != self.index) {
             if let Some(theirs) = self.board.read(i) {
                 status::combine(fields, &theirs);
             }
@@ -171,10 +193,12 @@ impl Server {
         self.publish_status(true);
     }
 
-    /// End of a turn: publish this worker's figures if a second has
-    /// passed since the last time (or `now`). One comparison otherwise.
+    /// End of a turn: store this worker's live connections (the others
+    /// balance accepts on it), and publish its figures if a second has
+    /// passed since the last time (or `now`).
     pub(crate) fn publish_status(&mut self, now: bool) {
         let Some(seat) = &self.seat else { return };
+        seat.board.set_live(seat.index, self.live());
         if !now && self.now < seat.published + PUBLISH_MS {
             if let Some(seat) = &mut self.seat {
                 seat.behind = true;
@@ -222,7 +246,11 @@ mod tests {
         let mut mine = values_of(5);
         seat.total(&mut mine);
         assert_eq!((get(&mine, "requests"), get(&mine, "workers")), (23, 3));
+        seat.board.set_live(1, 40);
+        seat.board.set_live(2, 30);
+        assert_eq!(seat.fewest_elsewhere(), Some(30));
         seat.board.vacate(2);
+        assert_eq!(seat.fewest_elsewhere(), Some(40), "a vacant slot is no one's load");
         let mut mine = values_of(5);
         seat.total(&mut mine);
         assert_eq!((get(&mine, "requests"), get(&mine, "workers")), (12, 2));

@@ -115,6 +115,10 @@ pub struct Server {
     /// A nearly full worker among several: the loop clock since which it
     /// has left waiting connections to the others (`admission.rs`).
     pub(crate) accept_deferred: Option<u64>,
+    /// A deferral ran out and connections were still waiting: the other
+    /// workers are not keeping up, so until the queue is empty this one
+    /// accepts as if alone.
+    pub(crate) accept_alone: bool,
     /// This worker's slot on the supervisor's status board (`board.rs`);
     /// `None` for a single process.
     pub(crate) seat: Option<Seat>,
@@ -230,6 +234,7 @@ impl Server {
             accept_starved: false,
             reserve: sys::reserve_fd(),
             accept_deferred: None,
+            accept_alone: false,
             seat: None,
             cfg,
         })

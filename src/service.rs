@@ -88,7 +88,7 @@ pub struct Service {
 }
 
 /// The methods a static resource allows.
-const STATIC_ALLOW: &[u8] = b"Allow: GET, HEAD, OPTIONS\r\n";
+pub(crate) const STATIC_ALLOW: &[u8] = b"Allow: GET, HEAD, OPTIONS\r\n";
 const PUB_ALLOW: &[u8] = b"Allow: POST, OPTIONS\r\n";
 const SUB_ALLOW: &[u8] = b"Allow: GET, OPTIONS\r\n";
 /// Subscriber responses must not be cached (RFC 6202 §5.6).
@@ -379,7 +379,7 @@ impl Service {
             (_, Route::Publish(_) | Route::Subscribe(_)) if self.channels_refused => channels_refused(&mut reply),
             (Some(status), Route::Publish(_)) => reply.simple(status, PUB_ALLOW),
             (Some(status), _) => reply.simple(status, b""),
-            (None, Route::Status) => status_route(head, &mut reply, ctx),
+            (None, Route::Status) => status::respond(head, &mut reply, ctx),
             (None, Route::Publish(name)) => self.publish_route(head, name, &mut reply, ctx),
             (None, Route::Subscribe(name)) => {
                 if let Some(start) = self.subscribe(head, name, keep, &mut reply, ctx) {
@@ -602,7 +602,7 @@ impl Service {
     }
 }
 
-fn options(reply: &mut Reply<'_>, allow: &[u8]) {
+pub(crate) fn options(reply: &mut Reply<'_>, allow: &[u8]) {
     let buf = reply.start(Status::OK);
     buf.extend_from_slice(allow);
     reply.end_head(0);
@@ -621,29 +621,6 @@ pub fn long_poll_reply(reply: &mut Reply<'_>, body: &[u8]) {
 /// behind it, or load shedding): `204` (RFC 6202 §5.5).
 pub fn long_poll_empty(reply: &mut Reply<'_>) {
     reply.simple(Status::NO_CONTENT, NO_CACHE);
-}
-
-/// `GET /_status`: the counters as flat JSON, for loopback clients only.
-fn status_route(head: &Head<'_>, reply: &mut Reply<'_>, ctx: &mut Ctx<'_>) {
-    if !ctx.peer.ip().is_loopback() {
-        return reply.simple(Status::FORBIDDEN, b"");
-    }
-    match head.method {
-        Method::Get | Method::Head => {}
-        Method::Options => return options(reply, STATIC_ALLOW),
-        _ => return reply.simple(Status::METHOD_NOT_ALLOWED, STATIC_ALLOW),
-    }
-    let mut fields = status::fields(ctx.stats, &(ctx.gauges)(), ctx.channels);
-    if status::wants_all_workers(head.query)
-        && let Some(seat) = ctx.seat
-    {
-        seat.total(&mut fields);
-    }
-    let json = status::render(&fields);
-    let buf = reply.start(Status::OK);
-    buf.extend_from_slice(b"Content-Type: application/json\r\nCache-Control: no-cache\r\n");
-    reply.end_head(json.len() as u64);
-    reply.body(&json);
 }
 
 /// `/pub/` or `/sub/` with several workers and no broker: `503`, saying why.

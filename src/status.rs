@@ -1,4 +1,4 @@
-//! Counters and gauges, and the flat JSON of `GET /_status` (DESIGN.md:
+//! Counters and gauges, and `GET /_status`: flat JSON (DESIGN.md:
 //! the field names are a contract; add, never rename).
 //!
 //! Counters are bumped where the event happens. Gauges are read from where
@@ -9,8 +9,11 @@
 //! own); `/_status?workers=all` adds the other live workers' figures from
 //! the shared board (`board.rs`), each field combined by [`combine`].
 
+use crate::http::parse::{Head, Method};
 use crate::http::reply::push_decimal;
+use crate::http::{Reply, Status};
 use crate::pubsub::PubSub;
+use crate::service::{Ctx, STATIC_ALLOW, options};
 
 /// Monotonic counters, bumped where the event happens.
 #[derive(Default, Debug, Clone)]
@@ -58,6 +61,30 @@ pub struct Gauges {
     pub buffers_held: usize,
     /// Access log lines dropped because the sink could not keep up.
     pub log_dropped: u64,
+}
+
+/// `GET /_status`: the counters as flat JSON, for loopback clients only;
+/// `?workers=all` adds the other workers' (`board.rs`).
+pub(crate) fn respond(head: &Head<'_>, reply: &mut Reply<'_>, ctx: &Ctx<'_>) {
+    if !ctx.peer.ip().is_loopback() {
+        return reply.simple(Status::FORBIDDEN, b"");
+    }
+    match head.method {
+        Method::Get | Method::Head => {}
+        Method::Options => return options(reply, STATIC_ALLOW),
+        _ => return reply.simple(Status::METHOD_NOT_ALLOWED, STATIC_ALLOW),
+    }
+    let mut figures = fields(ctx.stats, &(ctx.gauges)(), ctx.channels);
+    if wants_all_workers(head.query)
+        && let Some(seat) = ctx.seat
+    {
+        seat.total(&mut figures);
+    }
+    let json = render(&figures);
+    let buf = reply.start(Status::OK);
+    buf.extend_from_slice(b"Content-Type: application/json\r\nCache-Control: no-cache\r\n");
+    reply.end_head(json.len() as u64);
+    reply.body(&json);
 }
 
 /// How many fields `/_status` has.
