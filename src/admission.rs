@@ -6,8 +6,9 @@
 //! newcomer refused, with `503` and `Retry-After`.
 //!
 //! With several workers on one listening socket, each takes at most
-//! [`ACCEPT_CAP`] connections a turn and a nearly full worker leaves them
-//! to the others for a while ([`accept_quota`]).
+//! [`ACCEPT_CAP`] connections a turn, and one that is nearly full or ahead
+//! of the least loaded worker leaves them to the others for a while
+//! ([`accept_quota`]).
 
 use std::io;
 use std::net::SocketAddr;

@@ -5,8 +5,8 @@
 //! 1. poll (timeout 0 while work is queued, else the earliest deadline)
 //! 2. tick: fix the turn's clock (passed in, never read inside a phase)
 //! 3. record events: set readiness flags, queue the connection; no I/O
-//! 4. accept every pending connection, making room by eviction when full
-//!    (`admission.rs`)
+//! 4. accept every pending connection (a capped share when workers share
+//!    the listeners), making room by eviction when full (`admission.rs`)
 //! 5. read: every queued connection reads what is available (bounded)
 //! 6. serve: round-robin passes, one request per connection per pass, at
 //!    most `--quantum` per connection per turn
@@ -17,6 +17,8 @@
 //!    move it there (`transition.rs`)
 //! 10. expire timers from the heads of the state lists
 //! 11. reap: free the records of connections closed during the turn
+//! 12. publish (a worker): its live connections, and once a second its
+//!     `/_status` figures, on the supervisor's board (`board.rs`)
 //!
 //! mio is edge-triggered: a connection that stops before WouldBlock (a
 //! budget, the quantum) re-enters the run queue explicitly in step 9.
@@ -112,8 +114,9 @@ pub struct Server {
     /// Accept failed for want of descriptors; retry when one closes.
     pub(crate) accept_starved: bool,
     pub(crate) reserve: Option<File>,
-    /// A nearly full worker among several: the loop clock since which it
-    /// has left waiting connections to the others (`admission.rs`).
+    /// A worker among several that is nearly full, or ahead of the others:
+    /// the loop clock since which it has left waiting connections to them
+    /// (`admission.rs`).
     pub(crate) accept_deferred: Option<u64>,
     /// A deferral ran out and connections were still waiting: the other
     /// workers are not keeping up, so until the queue is empty this one
