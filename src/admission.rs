@@ -4,9 +4,15 @@
 //! head, then the least recently used idle connection, then a held long
 //! poll answered early (RFC 6202 §2.2); only when none exists is the
 //! newcomer refused, with `503` and `Retry-After`.
+//!
+//! With several workers on one listening socket, each takes at most
+//! [`ACCEPT_CAP`] connections a turn, and one that is nearly full or ahead
+//! of the least loaded worker leaves them to the others for a while
+//! ([`accept_quota`]).
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use log::{debug, trace, warn};
 use mio::net::TcpStream;
@@ -60,13 +66,75 @@ impl Budget {
     }
 }
 
+/// Connections one worker accepts per turn when several share the
+/// listeners, and how far ahead of the least loaded worker it may get.
+/// Every worker is woken by the same edge, but the one that runs first
+/// could take the whole queue (a burst of a hundred arrives in well under a
+/// millisecond) and then serve its catch alone while the others idle.
+pub const ACCEPT_CAP: usize = 16;
+
+/// How long a worker leaves waiting connections to the others (nearly
+/// full, or ahead of them) before taking some after all. nginx's
+/// `accept_disabled` counts loop iterations; a time does not depend on how
+/// busy the loop is. A worker with room is woken by the same edge and
+/// takes them well within it; one that does not (stopped, or starved of
+/// CPU) costs newcomers this much once, not a connection.
+pub const ACCEPT_DEFER_MS: u64 = 10;
+
+/// What decides how many connections a worker accepts in a turn.
+#[derive(Clone, Copy, Debug)]
+pub struct Door {
+    pub workers: usize,
+    /// This worker's live connections, and its slots.
+    pub live: usize,
+    pub slots: usize,
+    /// The fewest live connections among the other live workers (from the
+    /// status board); `None` when unknown, or when they have not kept up.
+    pub elsewhere: Option<usize>,
+    /// For how long this worker has left connections to the others; `None`
+    /// when it has not.
+    pub deferred_ms: Option<u64>,
+}
+
+/// How many connections to accept this turn: all there are for a single
+/// process. Among several workers, at most [`ACCEPT_CAP`], and none while
+/// this worker is nearly full (more than 7/8 of its slots live, nginx's
+/// threshold) or [`ACCEPT_CAP`] ahead of the least loaded other worker,
+/// until it has deferred for [`ACCEPT_DEFER_MS`].
+pub fn accept_quota(d: &Door) -> usize {
+    if d.workers <= 1 {
+        return usize::MAX;
+    }
+    let nearly_full = d.live.saturating_mul(8) > d.slots.saturating_mul(7);
+    // Up to the least loaded worker's count plus the cap: the workers
+    // leapfrog each other in steps of at most the cap.
+    let share = d.elsewhere.map_or(ACCEPT_CAP, |fewest| (fewest + ACCEPT_CAP).saturating_sub(d.live));
+    let expired = d.deferred_ms.is_some_and(|ms| ms >= ACCEPT_DEFER_MS);
+    match (nearly_full || share == 0, expired) {
+        (true, false) => 0,
+        (true, true) => ACCEPT_CAP,
+        (false, _) => share.min(ACCEPT_CAP),
+    }
+}
+
 impl Server {
-    /// Step 4: accept every pending connection, listener by listener.
+    /// Step 4: accept pending connections, listener by listener, as many
+    /// as [`accept_quota`] allows (all of them while shutting down: the
+    /// backlog is answered before the listeners close).
     pub(crate) fn accept_phase(&mut self) {
-        while let Some(i) = self.listeners.next_ready() {
+        let mut quota = if self.draining.is_some() { usize::MAX } else { self.accept_quota() };
+        while quota > 0
+            && let Some(i) = self.listeners.next_ready()
+        {
             match self.listeners.accept(i) {
-                Ok((sock, peer, tls)) => self.admit(sock, peer, tls),
-                Err(e) if sys::is_would_block(&e) => self.listeners.drained(i),
+                Ok((sock, peer, tls)) => {
+                    quota -= 1;
+                    self.admit(sock, peer, tls);
+                }
+                Err(e) if sys::is_would_block(&e) => {
+                    self.listeners.drained(i);
+                    self.accept_alone = false;
+                }
                 Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) if sys::is_out_of_descriptors(&e) => {
                     self.stats.accept_errors += 1;
@@ -78,6 +146,49 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// What this turn's quota depends on.
+    fn door(&self) -> Door {
+        Door {
+            workers: self.cfg.workers,
+            live: self.live(),
+            slots: self.cfg.max_conns,
+            elsewhere: self.seat.as_ref().filter(|_| !self.accept_alone).and_then(|s| s.fewest_elsewhere()),
+            deferred_ms: self.accept_deferred.map(|since| self.now.saturating_sub(since)),
+        }
+    }
+
+    /// This turn's quota, starting or ending a deferral. When a deferral
+    /// ran out and connections were still waiting, the others did not take
+    /// them: until the queue is empty, this worker stops looking at them.
+    fn accept_quota(&mut self) -> usize {
+        let door = self.door();
+        let quota = accept_quota(&door);
+        self.accept_deferred = match quota {
+            0 => Some(self.accept_deferred.unwrap_or(self.now)),
+            _ => None,
+        };
+        if quota > 0 && door.deferred_ms.is_some() {
+            self.accept_alone = true;
+        }
+        quota
+    }
+
+    /// When the listeners next need a turn: at once while connections may
+    /// wait and this worker takes them (or has yet to start deferring),
+    /// at the end of a deferral, or not at all.
+    pub(crate) fn accept_wake(&self) -> Option<Duration> {
+        if !self.listeners.any_ready() {
+            return None;
+        }
+        if accept_quota(&self.door()) > 0 {
+            return Some(Duration::ZERO);
+        }
+        // Not deferring yet (this worker filled up during the turn): one
+        // more turn starts the deferral's clock.
+        let Some(since) = self.accept_deferred else { return Some(Duration::ZERO) };
+        Some(Duration::from_millis((since + ACCEPT_DEFER_MS).saturating_sub(self.now)))
     }
 
     /// Take a new connection into a slot, making room if all are in use.
@@ -222,5 +333,56 @@ mod tests {
         }
         assert_eq!(Budget::fit(10_000, 1 << 20).0, Budget { slots: 10_000, closing: 2500, files: 256 });
         assert_eq!(Budget::fit(100, 256).0.files, 32, "an eighth of a small limit");
+    }
+
+    fn door(workers: usize, live: usize, slots: usize, elsewhere: Option<usize>, deferred_ms: Option<u64>) -> usize {
+        accept_quota(&Door { workers, live, slots, elsewhere, deferred_ms })
+    }
+
+    #[test]
+    fn one_process_accepts_everything_waiting() {
+        assert_eq!(door(1, 0, 100, None, None), usize::MAX);
+        assert_eq!(door(1, 100, 100, Some(0), None), usize::MAX, "full: it makes room by eviction");
+    }
+
+    #[test]
+    fn workers_take_a_capped_share_per_turn() {
+        assert_eq!(door(2, 0, 10_000, None, None), ACCEPT_CAP);
+        assert_eq!(door(2, 0, 10_000, Some(0), None), ACCEPT_CAP);
+        assert_eq!(door(8, 8750, 10_000, None, None), ACCEPT_CAP, "7/8 exactly is not above it");
+        assert_eq!(door(2, 20, 10_000, Some(30), None), ACCEPT_CAP, "behind the others");
+        assert_eq!(door(2, 40, 10_000, Some(30), None), 6, "up to the cap ahead of the least loaded");
+    }
+
+    #[test]
+    fn workers_leapfrog_through_a_burst() {
+        // Two workers, a hundred connections waiting, each turn taking its
+        // quota from what is left: neither ends more than a cap ahead.
+        let (mut live, mut waiting) = ([0usize; 2], 100usize);
+        for turn in 0..100 {
+            let (me, other) = (turn % 2, 1 - turn % 2);
+            let quota = door(2, live[me], 10_000, Some(live[other]), None).min(waiting);
+            live[me] += quota;
+            waiting -= quota;
+        }
+        assert_eq!(waiting, 0);
+        assert!(live[0].abs_diff(live[1]) <= ACCEPT_CAP, "{live:?}");
+        // One worker alone (the other not running): it stops a cap ahead...
+        assert_eq!(door(2, 16, 10_000, Some(0), None), 0);
+        // ...for a while, then takes its cap again.
+        assert_eq!(door(2, 16, 10_000, Some(0), Some(ACCEPT_DEFER_MS - 1)), 0);
+        assert_eq!(door(2, 16, 10_000, Some(0), Some(ACCEPT_DEFER_MS)), ACCEPT_CAP);
+    }
+
+    #[test]
+    fn a_nearly_full_worker_leaves_newcomers_to_the_others_for_a_while() {
+        let (slots, nearly) = (10_000, 8751);
+        assert_eq!(door(2, nearly, slots, None, None), 0, "starts deferring");
+        assert_eq!(door(2, nearly, slots, Some(9000), None), 0, "even when the others are fuller");
+        assert_eq!(door(2, nearly, slots, None, Some(ACCEPT_DEFER_MS - 1)), 0);
+        assert_eq!(door(2, nearly, slots, None, Some(ACCEPT_DEFER_MS)), ACCEPT_CAP, "then takes some");
+        assert_eq!(door(2, slots, slots, None, Some(ACCEPT_DEFER_MS)), ACCEPT_CAP, "and evicts to make room");
+        assert_eq!(door(2, 18, 20, None, None), 0, "small servers too");
+        assert_eq!(door(2, 17, 20, None, None), ACCEPT_CAP, "17 of 20 is below 7/8");
     }
 }

@@ -39,6 +39,10 @@ pub struct Config {
     pub broker: Option<crate::broker::BrokerUrl>,
     pub publish_token: Option<String>,
     pub shutdown_timeout: Duration,
+    /// Worker processes (`--workers`): 1 is the single process, no
+    /// supervisor. Above 1, each worker has `max_conns` slots and
+    /// `max_buffer_memory` of its own (nginx's `worker_connections`).
+    pub workers: usize,
     /// Test-only: close abortively instead of lingering, to prove the
     /// lingering tests can fail. Set by `LINGER_TEST_ABORTIVE_CLOSE=1`;
     /// deliberately not a flag.
@@ -90,6 +94,9 @@ impl Default for Config {
             broker: None,
             publish_token: None,
             shutdown_timeout: Duration::from_secs(10),
+            // One process unless asked: a second process changes what a
+            // channel is (it would be split without a broker).
+            workers: 1,
             abortive_close: false,
         }
     }
@@ -99,6 +106,9 @@ impl Default for Config {
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
 /// Listeners at most (each is a poll token and a bit in the accept mask).
 pub const MAX_LISTENERS: usize = 32;
+/// Worker processes at most: far beyond any host's cores, low enough that
+/// a typo cannot fork a thousand processes.
+pub const MAX_WORKERS: usize = 256;
 
 /// What the command line asked for.
 pub enum Command {
@@ -181,6 +191,12 @@ fn options() -> Options {
         &format!("on SIGTERM/SIGINT, time allowed to finish before exiting [{}]", secs(d.shutdown_timeout)),
         "SECS",
     );
+    o.optopt(
+        "",
+        "workers",
+        &format!("worker processes, or 'auto' for one per CPU this process may use [{}]", d.workers),
+        "N|auto",
+    );
     o.optflag("h", "help", "print this help");
     o.optflag("V", "version", "print the version");
     o
@@ -257,11 +273,26 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     }
     c.publish_token = m.opt_str("publish-token");
     c.shutdown_timeout = seconds(&m, "shutdown-timeout", c.shutdown_timeout)?;
+    c.workers = workers(&m)?;
     if c.publish_token.as_deref() == Some("") {
         return Err("invalid value '' for --publish-token: must not be empty".into());
     }
     c.abortive_close = std::env::var_os("LINGER_TEST_ABORTIVE_CLOSE").is_some_and(|v| v == "1");
     Ok(Command::Run(Box::new(c)))
+}
+
+/// `--workers N|auto`: `auto` is the CPUs this process may run on (its
+/// affinity mask, so `taskset` and cpusets are respected), at most
+/// [`MAX_WORKERS`].
+fn workers(m: &getopts::Matches) -> Result<usize, String> {
+    match m.opt_str("workers").as_deref() {
+        None => Ok(Config::default().workers),
+        Some("auto") => Ok(crate::sys::cpus().clamp(1, MAX_WORKERS)),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n @ 1..=MAX_WORKERS) => Ok(n),
+            _ => Err(format!("invalid value '{v}' for --workers: expected 'auto' or a number from 1 to {MAX_WORKERS}")),
+        },
+    }
 }
 
 /// Every `IP:PORT` given for a repeatable address flag.
@@ -324,6 +355,10 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_millis(500));
         assert_eq!(c.min_idle_timeout, Duration::from_millis(500));
         assert_eq!(c.quantum, 8);
+        assert_eq!(c.workers, 1, "one process unless asked");
+        assert_eq!(run(&["--workers", "3"]).unwrap().workers, 3);
+        let auto = run(&["--workers", "auto"]).unwrap().workers;
+        assert!((1..=MAX_WORKERS).contains(&auto), "{auto}");
     }
 
     #[test]
@@ -341,6 +376,10 @@ mod tests {
             &["stray"],
             &["--root", "/definitely/not/here"],
             &["--idle-timeout", "5", "--min-idle-timeout", "9"],
+            &["--workers", "0"],
+            &["--workers", "many"],
+            &["--workers", "-2"],
+            &["--workers", "257"],
         ] {
             let err = run(args).unwrap_err();
             assert!(!err.contains('\n') && !err.is_empty(), "{args:?}: {err}");

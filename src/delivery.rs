@@ -155,7 +155,7 @@ impl Server {
     pub(crate) fn complete_publish(&mut self, key: usize, tag: Option<u64>, outcome: Result<u64, ()>) {
         let turn = self.turn_info();
         let gauges = self.gauges();
-        let Server { conns, service, channels, stats, date, pool, relay, batch, .. } = self;
+        let Server { conns, service, channels, stats, date, pool, relay, batch, seat, .. } = self;
         let Some(conn) = conns.get_mut(key) else { return };
         let peer = conn.peer;
         let Some(o) = conn.state.open_mut() else { return };
@@ -170,7 +170,8 @@ impl Server {
             }
         }
         let view = || gauges;
-        let mut ctx = Ctx { turn: &turn, now_secs: date.unix_secs(), peer, stats, channels, gauges: &view };
+        let seat = seat.as_ref();
+        let mut ctx = Ctx { turn: &turn, now_secs: date.unix_secs(), peer, stats, channels, gauges: &view, seat };
         o.session.complete_publish(service, outcome, &mut ctx, pool);
         // Written and settled in this turn (a timer's caller settles it).
         if tag.is_some() && !conn.in_batch {

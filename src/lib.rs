@@ -11,6 +11,7 @@
 
 pub mod access_log;
 pub mod admission;
+pub mod board;
 pub mod broker;
 pub mod clock;
 pub mod closing;
@@ -33,6 +34,7 @@ pub mod service;
 pub mod session;
 pub mod site;
 pub mod status;
+pub mod supervisor;
 pub mod sys;
 pub mod systemd;
 pub mod timers;

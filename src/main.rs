@@ -1,11 +1,14 @@
 //! Command line in, server out. Nothing else lives here.
 
-use std::io::Write;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 
+use linger::board::Seat;
 use linger::clock::Clock;
-use linger::config::{self, Command};
+use linger::config::{self, Command, Config};
 use linger::server::{Server, Setup};
+use linger::supervisor::{self, Role};
 use linger::sys;
 use linger::tls::TlsConfig;
 
@@ -38,28 +41,54 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
-    let setup = Setup { clock: Clock::system(), listeners: None, tls };
-    let mut server = match Server::with_setup(*cfg, setup) {
+    if cfg.workers > 1 {
+        // The supervisor returns here in each forked worker too.
+        return match supervisor::run(&cfg, tls) {
+            Ok(Role::Exit(code)) => ExitCode::from(code),
+            Ok(Role::Worker(w)) => {
+                let setup = Setup { clock: Clock::system(), listeners: Some(w.listeners), tls: w.tls };
+                serve(*cfg, setup, Some((w.signals, w.seat)))
+            }
+            Err(e) => fail(&e),
+        };
+    }
+    serve(*cfg, Setup { clock: Clock::system(), listeners: None, tls }, None)
+}
+
+/// Build the server and run it. A worker brings its signal pipe and its
+/// seat on the status board; a single process makes its pipe and says
+/// where it listens (a supervisor said it for its workers).
+fn serve(cfg: Config, setup: Setup, worker: Option<(OwnedFd, Seat)>) -> ExitCode {
+    let mut server = match Server::with_setup(cfg, setup) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("linger: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(&e),
     };
-    if let Err(e) = sys::signals().and_then(|fd| server.watch_signals(fd)) {
+    let single = worker.is_none();
+    let signals = match worker {
+        Some((signals, seat)) => {
+            server.take_seat(seat);
+            Ok(signals)
+        }
+        None => sys::signals(),
+    };
+    if let Err(e) = signals.and_then(|fd| server.watch_signals(fd)) {
         eprintln!("linger: signals: {e}");
         return ExitCode::from(1);
     }
-    let mut stdout = std::io::stdout();
-    for &(addr, tls) in server.listening() {
-        let _ = writeln!(stdout, "listening on {}://{addr}", if tls { "https" } else { "http" });
+    if single {
+        let mut stdout = io::stdout();
+        for &(addr, tls) in server.listening() {
+            let _ = writeln!(stdout, "listening on {}://{addr}", if tls { "https" } else { "http" });
+        }
+        let _ = stdout.flush();
     }
-    let _ = stdout.flush();
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("linger: {e}");
-            ExitCode::from(1)
-        }
+        Err(e) => fail(&e),
     }
+}
+
+fn fail(e: &io::Error) -> ExitCode {
+    eprintln!("linger: {e}");
+    ExitCode::from(1)
 }

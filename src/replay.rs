@@ -54,6 +54,7 @@ impl World {
             stats: &mut self.stats,
             channels: &mut self.channels,
             gauges: &gauges,
+            seat: None,
         };
         self.service.serve_one(proto, input, out, &mut ctx)
     }

@@ -5,8 +5,8 @@
 //! 1. poll (timeout 0 while work is queued, else the earliest deadline)
 //! 2. tick: fix the turn's clock (passed in, never read inside a phase)
 //! 3. record events: set readiness flags, queue the connection; no I/O
-//! 4. accept every pending connection, making room by eviction when full
-//!    (`admission.rs`)
+//! 4. accept every pending connection (a capped share when workers share
+//!    the listeners), making room by eviction when full (`admission.rs`)
 //! 5. read: every queued connection reads what is available (bounded)
 //! 6. serve: round-robin passes, one request per connection per pass, at
 //!    most `--quantum` per connection per turn
@@ -17,6 +17,8 @@
 //!    move it there (`transition.rs`)
 //! 10. expire timers from the heads of the state lists
 //! 11. reap: free the records of connections closed during the turn
+//! 12. publish (a worker): its live connections, and once a second its
+//!     `/_status` figures, on the supervisor's board (`board.rs`)
 //!
 //! mio is edge-triggered: a connection that stops before WouldBlock (a
 //! budget, the quantum) re-enters the run queue explicitly in step 9.
@@ -33,6 +35,7 @@ use slab::Slab;
 
 use crate::access_log::AccessLog;
 use crate::admission::Budget;
+use crate::board::Seat;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn::{Conn, Kind, Open};
@@ -116,6 +119,17 @@ pub struct Server {
     /// Accept failed for want of descriptors; retry when one closes.
     pub(crate) accept_starved: bool,
     pub(crate) reserve: Option<File>,
+    /// A worker among several that is nearly full, or ahead of the others:
+    /// the loop clock since which it has left waiting connections to them
+    /// (`admission.rs`).
+    pub(crate) accept_deferred: Option<u64>,
+    /// A deferral ran out and connections were still waiting: the other
+    /// workers are not keeping up, so until the queue is empty this one
+    /// accepts as if alone.
+    pub(crate) accept_alone: bool,
+    /// This worker's slot on the supervisor's status board (`board.rs`);
+    /// `None` for a single process.
+    pub(crate) seat: Option<Seat>,
 }
 
 /// What a server is built from beside its configuration.
@@ -184,6 +198,11 @@ impl Server {
         let log = cfg.access_log.as_deref().map(AccessLog::open).transpose()?;
         let limits =
             Limits { max_head: cfg.max_header_bytes, max_body: cfg.max_body_bytes, max_requests: cfg.max_requests };
+        let mut service = Service::new(files, limits, log, cfg.publish_token.clone());
+        if cfg.workers > 1 && cfg.broker.is_none() {
+            // Each worker would hold its own copy of every channel.
+            service.refuse_channels();
+        }
         // The input buffer holds a whole head with room to spare, so an
         // oversized head is detected (431) before the buffer is full.
         let input_capacity = (16 * 1024).max(cfg.max_header_bytes + 1024);
@@ -215,7 +234,7 @@ impl Server {
             sched: Scheduler::default(),
             pool: BufPool::new(input_capacity, policy::POOL_MIN_FREE),
             bufs_nominal: input_capacity + OUT_HIGH_WATER as usize,
-            service: Service::new(files, limits, log, cfg.publish_token.clone()),
+            service,
             channels,
             fresh: Vec::new(),
             relay,
@@ -235,6 +254,9 @@ impl Server {
             reload_requested: false,
             accept_starved: false,
             reserve: sys::reserve_fd(),
+            accept_deferred: None,
+            accept_alone: false,
+            seat: None,
             cfg,
         })
     }
@@ -304,13 +326,12 @@ impl Server {
     /// How long the next poll may sleep: not at all while work is queued,
     /// else until the earliest deadline.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        let accepting = self.listeners.any_ready();
         let broker_busy = self.relay.as_ref().is_some_and(|r| r.more);
-        let mut timeout = if self.runq.is_empty() && !accepting && !broker_busy {
-            self.next_deadline()
-        } else {
-            Some(Duration::ZERO)
-        };
+        let mut timeout =
+            if self.runq.is_empty() && !broker_busy { self.next_deadline() } else { Some(Duration::ZERO) };
+        for wake in [self.accept_wake(), self.publish_wake()].into_iter().flatten() {
+            timeout = Some(timeout.map_or(wake, |t| t.min(wake)));
+        }
         if self.pool.wants_trim() {
             // Wake for the once-a-second trim, or an idle server would keep
             // a burst's buffers until the next event.
@@ -352,6 +373,7 @@ impl Server {
         self.expire_phase();
         self.reap_phase();
         self.service.flush_log();
+        self.publish_status(false);
         Ok(())
     }
 
@@ -569,8 +591,9 @@ impl Server {
         // lent to the scheduler's closure).
         let copied = (self.pool.out, self.pool.memory(), self.idle_timeout_ms, self.service.log_dropped());
         let broker = self.relay.as_ref().map(|r| r.stats);
-        let Server { sched, batch, conns, service, channels, stats, date, cfg, pool, now, relay, timers, .. } = self;
-        let (timers, limits, nominal) = (&*timers, &*cfg, self.bufs_nominal);
+        let Server { sched, batch, conns, service, channels, stats, date, cfg, pool, now, relay, timers, seat, .. } =
+            self;
+        let (timers, limits, nominal, seat) = (&*timers, &*cfg, self.bufs_nominal, seat.as_ref());
         let gauges = move || gauges_from(timers, copied, nominal, limits, broker);
         let now_secs = date.unix_secs();
         let now = *now;
@@ -590,7 +613,7 @@ impl Server {
             if !o.session.may_serve(OUT_HIGH_WATER) {
                 return false;
             }
-            let mut ctx = Ctx { turn: &turn, now_secs, peer, stats, channels, gauges: &gauges };
+            let mut ctx = Ctx { turn: &turn, now_secs, peer, stats, channels, gauges: &gauges, seat };
             match o.session.serve(service, &mut ctx) {
                 Step::Answered => !o.session.is_done(),
                 Step::NeedInput | Step::Done => false,

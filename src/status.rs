@@ -1,12 +1,19 @@
-//! Counters and gauges, and the flat JSON of `GET /_status` (DESIGN.md:
+//! Counters and gauges, and `GET /_status`: flat JSON (DESIGN.md:
 //! the field names are a contract; add, never rename).
 //!
 //! Counters are bumped where the event happens. Gauges are read from where
 //! they live (the state lists' lengths, the pool, the channels) only when
 //! `/_status` is asked for: nothing is copied per turn.
+//!
+//! With several workers, each answers for itself (`workers` is 1, `pid` its
+//! own); `/_status?workers=all` adds the other live workers' figures from
+//! the shared board (`board.rs`), each field combined by [`combine`].
 
+use crate::http::parse::{Head, Method};
 use crate::http::reply::push_decimal;
+use crate::http::{Reply, Status};
 use crate::pubsub::PubSub;
+use crate::service::{Ctx, STATIC_ALLOW, options};
 
 /// Monotonic counters, bumped where the event happens.
 #[derive(Default, Debug, Clone)]
@@ -63,9 +70,39 @@ pub struct Gauges {
     pub broker_refused: u64,
 }
 
-/// Render the flat JSON object.
-pub fn to_json(c: &Counters, g: &Gauges, ps: &PubSub) -> Vec<u8> {
-    let fields: [(&str, u64); 36] = [
+/// `GET /_status`: the counters as flat JSON, for loopback clients only;
+/// `?workers=all` adds the other workers' (`board.rs`).
+pub(crate) fn respond(head: &Head<'_>, reply: &mut Reply<'_>, ctx: &Ctx<'_>) {
+    if !ctx.peer.ip().is_loopback() {
+        return reply.simple(Status::FORBIDDEN, b"");
+    }
+    match head.method {
+        Method::Get | Method::Head => {}
+        Method::Options => return options(reply, STATIC_ALLOW),
+        _ => return reply.simple(Status::METHOD_NOT_ALLOWED, STATIC_ALLOW),
+    }
+    let mut figures = fields(ctx.stats, &(ctx.gauges)(), ctx.channels);
+    if wants_all_workers(head.query)
+        && let Some(seat) = ctx.seat
+    {
+        seat.total(&mut figures);
+    }
+    let json = render(&figures);
+    let buf = reply.start(Status::OK);
+    buf.extend_from_slice(b"Content-Type: application/json\r\nCache-Control: no-cache\r\n");
+    reply.end_head(json.len() as u64);
+    reply.body(&json);
+}
+
+/// How many fields `/_status` has.
+pub const FIELDS: usize = 37;
+
+/// One field of `/_status`: its name (a contract) and value.
+pub type Field = (&'static str, u64);
+
+/// Every field, in the order of the JSON object (new ones go last).
+pub fn fields(c: &Counters, g: &Gauges, ps: &PubSub) -> [Field; FIELDS] {
+    [
         ("active", g.active as u64),
         ("reading", g.reading as u64),
         ("writing", g.writing as u64),
@@ -102,7 +139,33 @@ pub fn to_json(c: &Counters, g: &Gauges, ps: &PubSub) -> Vec<u8> {
         ("broker_reconnects", g.broker_reconnects),
         ("broker_gaps_filled", g.broker_gaps_filled),
         ("broker_publishes_refused", g.broker_refused),
-    ];
+        // How many workers the figures cover: summed like a counter, so
+        // `?workers=all` says how many were live.
+        ("workers", 1),
+    ]
+}
+
+/// Add `other` (another worker's values, in [`fields`] order) into `into`.
+/// Counters, gauges and limits add up (`max_conns` is then the server's
+/// slots); `pid` stays the answering worker's; `idle_timeout_ms` is the
+/// lowest in force, the most loaded worker's.
+pub fn combine(into: &mut [Field; FIELDS], other: &[u64; FIELDS]) {
+    for ((name, value), &theirs) in into.iter_mut().zip(other) {
+        match *name {
+            "pid" => {}
+            "idle_timeout_ms" => *value = (*value).min(theirs),
+            _ => *value = value.saturating_add(theirs),
+        }
+    }
+}
+
+/// Whether a `/_status` query asks for every worker (`?workers=all`).
+pub fn wants_all_workers(query: &str) -> bool {
+    query.split('&').any(|pair| pair == "workers=all")
+}
+
+/// Render the flat JSON object.
+pub fn render(fields: &[Field]) -> Vec<u8> {
     let mut out = Vec::with_capacity(640);
     out.push(b'{');
     for (i, (name, value)) in fields.iter().enumerate() {
@@ -126,12 +189,45 @@ mod tests {
     fn json_is_flat_and_names_the_contract_fields() {
         let c = Counters { evicted: 3, ..Counters::default() };
         let g = Gauges { idle_timeout_ms: 60000, ..Gauges::default() };
-        let text = String::from_utf8(to_json(&c, &g, &PubSub::new(1, 1))).unwrap();
+        let text = String::from_utf8(render(&fields(&c, &g, &PubSub::new(1, 1)))).unwrap();
         assert!(text.starts_with("{\"active\":0,"));
+        assert!(text.ends_with(",\"workers\":1}\n"), "{text}");
         assert!(text.contains("\"evicted\":3"));
         assert!(text.contains("\"idle_timeout_ms\":60000"));
         for name in ["reading", "writing", "held", "streaming", "lingering", "accepted", "requests", "reaped"] {
             assert!(text.contains(&format!("\"{name}\":")), "{name}");
+        }
+    }
+
+    #[test]
+    fn workers_combine_by_field() {
+        let mine = Counters { requests: 5, accepted: 2, ..Counters::default() };
+        let g = Gauges { idle_timeout_ms: 60_000, max_conns: 100, active: 3, ..Gauges::default() };
+        let mut all = fields(&mine, &g, &PubSub::new(1, 1));
+        let theirs = Counters { requests: 7, accepted: 4, ..Counters::default() };
+        let tg = Gauges { idle_timeout_ms: 2_000, max_conns: 100, active: 1, ..Gauges::default() };
+        let mut other = [0u64; FIELDS];
+        for (slot, (_, v)) in other.iter_mut().zip(fields(&theirs, &tg, &PubSub::new(1, 1))) {
+            *slot = v;
+        }
+        let pid = all.iter().position(|(n, _)| *n == "pid").unwrap();
+        other[pid] = 99_999;
+        combine(&mut all, &other);
+        let get = |name: &str| all.iter().find(|(n, _)| *n == name).unwrap().1;
+        assert_eq!((get("requests"), get("accepted"), get("active")), (12, 6, 4));
+        assert_eq!(get("max_conns"), 200, "the server's slots");
+        assert_eq!(get("idle_timeout_ms"), 2_000, "the lowest in force");
+        assert_eq!(get("pid"), u64::from(std::process::id()), "the answering worker's");
+        assert_eq!(get("workers"), 2);
+    }
+
+    #[test]
+    fn only_workers_all_asks_for_every_worker() {
+        for q in ["workers=all", "a=1&workers=all", "workers=all&x"] {
+            assert!(wants_all_workers(q), "{q}");
+        }
+        for q in ["", "workers=al", "workers=all2", "xworkers=all", "workers"] {
+            assert!(!wants_all_workers(q), "{q}");
         }
     }
 }

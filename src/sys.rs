@@ -1,6 +1,7 @@
 //! The few system calls std and mio do not wrap, each behind `cfg` with a
 //! portable fallback: `sendfile` (three different signatures), `MSG_MORE`, the
-//! listen backlog, and descriptor limits. Only the
+//! listen backlog, descriptor limits, signals, and the CPUs a process may
+//! use. Only the
 //! Linux paths are exercised by the tests here; the BSD paths follow their
 //! manual pages.
 
@@ -202,11 +203,18 @@ pub const SIG_SHUTDOWN: [u8; 2] = [libc::SIGTERM as u8, libc::SIGINT as u8];
 pub const SIG_RELOAD: u8 = libc::SIGHUP as u8;
 /// SIGUSR1: reopen the access log (logrotate's convention).
 pub const SIG_REOPEN: u8 = libc::SIGUSR1 as u8;
+/// SIGCHLD: a worker ended (the supervisor's pipe only).
+pub const SIG_CHILD: u8 = libc::SIGCHLD as u8;
+
+/// Every signal that `signals` and `watch_children` route to the pipe.
+const PIPED: [libc::c_int; 5] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1, libc::SIGCHLD];
 
 /// SIGTERM, SIGINT, SIGHUP and SIGUSR1 write their number as a byte to a
 /// pipe that the loop polls (the self-pipe trick: the handler does nothing
 /// else). SIGPIPE is ignored: a peer that vanished is an error return,
-/// never a dead server. Returns the read end.
+/// never a dead server. Returns the read end. Called again (in a forked
+/// worker), it replaces the pipe and closes the old write end, so the
+/// worker's signals never land in its supervisor's pipe.
 pub fn signals() -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     let mut fds = [0; 2];
@@ -221,20 +229,114 @@ pub fn signals() -> io::Result<std::os::fd::OwnedFd> {
             libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         }
     }
-    SIGNAL_PIPE.store(fds[1], std::sync::atomic::Ordering::Relaxed);
-    // SAFETY: installing handlers with a zeroed sigaction whose handler is
-    // an extern "C" fn that only calls write(2).
+    let old = SIGNAL_PIPE.swap(fds[1], std::sync::atomic::Ordering::Relaxed);
+    if old >= 0 {
+        // SAFETY: the previous write end is ours and no longer published to
+        // the handler (swapped out above).
+        unsafe { libc::close(old) };
+    }
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1] {
+        on_signal_write(sig, 0)?;
+    }
+    // SAFETY: ignoring SIGPIPE changes no memory.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // SAFETY: fds[0] is the fresh read end, owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) })
+}
+
+/// The supervisor's SIGCHLD goes to the same pipe (after `signals`), so
+/// that it learns of a worker's end without blocking in `waitpid`. Stops
+/// and continues are not reported (`SA_NOCLDSTOP`): only ends matter.
+pub fn watch_children() -> io::Result<()> {
+    on_signal_write(libc::SIGCHLD, libc::SA_NOCLDSTOP)
+}
+
+/// Install `on_signal` for `sig`.
+fn on_signal_write(sig: libc::c_int, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: a zeroed sigaction whose handler is an extern "C" fn that
+    // only calls write(2).
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = on_signal as *const () as usize;
-        action.sa_flags = libc::SA_RESTART;
+        action.sa_flags = libc::SA_RESTART | flags;
         libc::sigemptyset(&mut action.sa_mask);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1] {
-            if libc::sigaction(sig, &action, std::ptr::null_mut()) != 0 {
-                return Err(io::Error::last_os_error());
+        if libc::sigaction(sig, &action, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A forked worker does not watch children: SIGCHLD back to its default.
+pub fn default_child_signal() {
+    // SAFETY: restoring a default disposition changes no memory.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+}
+
+/// The piped signals, held back (blocked) while a worker is forked: one
+/// sent to the new worker before it has a pipe of its own stays pending
+/// until `unblock_signals`, rather than landing in the supervisor's pipe.
+pub fn block_signals() -> io::Result<()> {
+    mask_signals(libc::SIG_BLOCK)
+}
+
+pub fn unblock_signals() -> io::Result<()> {
+    mask_signals(libc::SIG_UNBLOCK)
+}
+
+fn mask_signals(how: libc::c_int) -> io::Result<()> {
+    // SAFETY: sigset_t is plain data filled by sigemptyset/sigaddset; the
+    // process has one thread, so sigprocmask is its mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in PIPED {
+            libc::sigaddset(&mut set, sig);
+        }
+        if libc::sigprocmask(how, &set, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// How many CPUs this process may run on: its affinity mask on Linux
+/// (`taskset`, cpusets), else what std reports; at least 1.
+pub fn cpus() -> usize {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: cpu_set_t is plain data; sched_getaffinity fills at most
+        // its size; CPU_COUNT reads it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+                return (libc::CPU_COUNT(&set) as usize).max(1);
             }
         }
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        Ok(std::os::fd::OwnedFd::from_raw_fd(fds[0]))
     }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Threads in this process, where the system says (Linux: `/proc`).
+/// `fork` copies only the calling thread, so the supervisor checks that it
+/// is alone before each fork.
+pub fn threads() -> Option<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Field 20 is num_threads; after the ")" closing the command it is 18th.
+    stat.rsplit(')').next()?.split_whitespace().nth(17)?.parse().ok()
+}
+
+/// A forked worker asks to get SIGTERM when its supervisor dies (Linux),
+/// so that killing the supervisor, even with SIGKILL, ends the workers
+/// gracefully instead of leaving them serving unsupervised. Returns false
+/// when the supervisor is already gone.
+pub fn end_with_parent(parent: libc::pid_t) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+    }
+    // SAFETY: getppid has no failure mode. Checked after the prctl: a
+    // parent that died before it would never send the signal.
+    unsafe { libc::getppid() == parent }
 }

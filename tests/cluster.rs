@@ -256,3 +256,28 @@ fn a_broker_down_at_start_is_not_fatal_but_a_bad_url_is() {
     s.read_to_end(&mut rest).unwrap();
     assert!(String::from_utf8_lossy(&rest).ends_with("{\"last_id\":1,\"messages\":[{\"id\":1,\"data\":\"yes\"}]}\n"));
 }
+
+/// With `--broker`, worker processes share channels like hosts do: a
+/// publish answered by one worker reaches subscribers held by the others.
+#[test]
+fn workers_share_channels_through_the_broker() {
+    let Some(redis) = Redis::start() else { return };
+    let server = start(&redis, &["--workers", "2"]);
+    // Fresh connections are spread over both workers; each subscriber asks
+    // for everything after id 0, so when its worker's subscription begins
+    // does not matter.
+    let mut streams: Vec<Events> = (0..8).map(|_| Events::open(server.addr, "w", Some(0))).collect();
+    for i in 1..=5 {
+        assert_eq!(published(server.addr, "w", &format!("m{i}")), i);
+    }
+    for ev in &mut streams {
+        for i in 1..=5 {
+            assert_eq!(ev.next(), (i, format!("m{i}")), "every subscriber, whichever worker holds it");
+        }
+    }
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(b"GET /_status?workers=all HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let text = Reader::new().response(&mut s, false).unwrap().text();
+    assert!(text.contains("\"workers\":2"), "{text}");
+}

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use log::{debug, warn};
 
 use crate::access_log::AccessLog;
+use crate::board::Seat;
 use crate::files::{Files, Miss, percent_decode};
 use crate::http::body::{BodyDecoder, LAST_CHUNK};
 use crate::http::parse::{self, BodyLength, Head, Method, Parsed, Reject};
@@ -39,6 +40,9 @@ pub struct Ctx<'a> {
     pub channels: &'a mut PubSub,
     /// The gauges of `/_status`, computed only when asked for.
     pub gauges: &'a dyn Fn() -> Gauges,
+    /// This worker's seat on the status board, for `/_status?workers=all`;
+    /// `None` in a single process.
+    pub seat: Option<&'a Seat>,
 }
 
 /// A subscription the server should hold open (`GET /sub/NAME`).
@@ -100,10 +104,13 @@ pub struct Service {
     /// Shutting down: every response closes its connection, and nothing
     /// new is held open.
     draining: bool,
+    /// Several workers and no broker: a channel would be split between
+    /// processes, so `/pub/` and `/sub/` are refused instead.
+    channels_refused: bool,
 }
 
 /// The methods a static resource allows.
-const STATIC_ALLOW: &[u8] = b"Allow: GET, HEAD, OPTIONS\r\n";
+pub(crate) const STATIC_ALLOW: &[u8] = b"Allow: GET, HEAD, OPTIONS\r\n";
 const PUB_ALLOW: &[u8] = b"Allow: POST, OPTIONS\r\n";
 const SUB_ALLOW: &[u8] = b"Allow: GET, OPTIONS\r\n";
 /// Subscriber responses must not be cached (RFC 6202 §5.6).
@@ -135,7 +142,14 @@ impl<'a> Route<'a> {
 
 impl Service {
     pub fn new(files: Files, limits: Limits, log: Option<AccessLog>, token: Option<String>) -> Service {
-        Service { files, limits, log, publish_token: token, draining: false }
+        Service { files, limits, log, publish_token: token, draining: false, channels_refused: false }
+    }
+
+    /// Refuse `/pub/` and `/sub/` (several workers, no broker): a message
+    /// published in one worker would never reach a subscriber in another,
+    /// and saying so beats losing it silently.
+    pub fn refuse_channels(&mut self) {
+        self.channels_refused = true;
     }
 
     pub fn limits(&self) -> Limits {
@@ -330,6 +344,8 @@ impl Service {
     #[inline]
     fn early_status(&self, head: &Head<'_>, route: &Route<'_>, ctx: &Ctx<'_>) -> Option<Status> {
         match route {
+            // Not collected: its answer is the refusal whatever it says.
+            Route::Publish(_) if self.channels_refused => Some(Status::SERVICE_UNAVAILABLE),
             Route::Publish(name) if head.method == Method::Post => self.may_publish(head, name, ctx).err(),
             _ => None,
         }
@@ -381,9 +397,10 @@ impl Service {
         let mut reply = Reply::new(out, &ctx.turn.date, persist, head.method == Method::Head);
         let mut step = Step::Answered;
         match (early, route) {
+            (_, Route::Publish(_) | Route::Subscribe(_)) if self.channels_refused => channels_refused(&mut reply),
             (Some(status), Route::Publish(_)) => reply.simple(status, PUB_ALLOW),
             (Some(status), _) => reply.simple(status, b""),
-            (None, Route::Status) => status_route(head, &mut reply, ctx),
+            (None, Route::Status) => status::respond(head, &mut reply, ctx),
             (None, Route::Publish(name)) => {
                 if let Some(pending) = self.publish_route(head, name, &mut reply, ctx) {
                     // Answered (and logged) when the broker has issued its id.
@@ -430,27 +447,22 @@ impl Service {
     }
 }
 
-fn options(reply: &mut Reply<'_>, allow: &[u8]) {
+pub(crate) fn options(reply: &mut Reply<'_>, allow: &[u8]) {
     let buf = reply.start(Status::OK);
     buf.extend_from_slice(allow);
     reply.end_head(0);
 }
 
-/// `GET /_status`: the counters as flat JSON, for loopback clients only.
-fn status_route(head: &Head<'_>, reply: &mut Reply<'_>, ctx: &mut Ctx<'_>) {
-    if !ctx.peer.ip().is_loopback() {
-        return reply.simple(Status::FORBIDDEN, b"");
-    }
-    match head.method {
-        Method::Get | Method::Head => {}
-        Method::Options => return options(reply, STATIC_ALLOW),
-        _ => return reply.simple(Status::METHOD_NOT_ALLOWED, STATIC_ALLOW),
-    }
-    let json = status::to_json(ctx.stats, &(ctx.gauges)(), ctx.channels);
-    let buf = reply.start(Status::OK);
-    buf.extend_from_slice(b"Content-Type: application/json\r\nCache-Control: no-cache\r\n");
-    reply.end_head(json.len() as u64);
-    reply.body(&json);
+/// `/pub/` or `/sub/` with several workers and no broker: `503`, saying why.
+/// No `Retry-After`: asking again will not help.
+fn channels_refused(reply: &mut Reply<'_>) {
+    const WHY: &[u8] = b"503 Service Unavailable\nchannels need --broker when linger runs more than one worker \
+        process (--workers): each worker would hold a separate copy of every channel\n";
+    let buf = reply.start(Status::SERVICE_UNAVAILABLE);
+    buf.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\n");
+    buf.extend_from_slice(NO_CACHE);
+    reply.end_head(WHY.len() as u64);
+    reply.body(WHY);
 }
 
 /// An HTTP/2 client with prior knowledge gets a real HTTP/2 refusal: the

@@ -99,18 +99,19 @@ impl Server {
 
     /// `/_status` as a map of counters.
     pub fn status(&self) -> HashMap<String, u64> {
-        let r = self.get("/_status");
+        self.status_at("/_status")
+    }
+
+    /// A status target (`/_status?workers=all`) as a map of counters.
+    pub fn status_at(&self, target: &str) -> HashMap<String, u64> {
+        let r = self.get(target);
         assert_eq!(r.status, 200, "status endpoint");
-        let text = String::from_utf8(r.body).unwrap();
-        text.trim()
-            .trim_start_matches('{')
-            .trim_end_matches('}')
-            .split(',')
-            .map(|kv| {
-                let (k, v) = kv.split_once(':').unwrap();
-                (k.trim_matches('"').to_string(), v.parse().unwrap())
-            })
-            .collect()
+        parse_status(&r.body)
+    }
+
+    /// What the server has logged so far (the tail of its stderr).
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
     }
 
     /// Poll `/_status` until `pred` holds (bounded by [`WAIT`]).
@@ -341,6 +342,20 @@ impl Reader {
     pub fn leftover(&self) -> &[u8] {
         &self.buf
     }
+}
+
+/// The flat JSON of `/_status` as a map.
+pub fn parse_status(body: &[u8]) -> HashMap<String, u64> {
+    let text = std::str::from_utf8(body).unwrap();
+    text.trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .split(',')
+        .map(|kv| {
+            let (k, v) = kv.split_once(':').unwrap();
+            (k.trim_matches('"').to_string(), v.parse().unwrap())
+        })
+        .collect()
 }
 
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
