@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Live-delivery check for /live.html over the Chrome DevTools protocol.
 
-Usage: browser-live.py WS_URL HTTP_ADDR [HISTORY_MESSAGE...]
+Usage: browser-live.py WS_URL HTTP_ADDR PAGE_BASE [HISTORY_MESSAGE...]
 
 WS_URL is the browser endpoint Chromium prints on stderr
-("DevTools listening on ws://..."), HTTP_ADDR is linger's host:port, and
-the HISTORY_MESSAGEs are what channel demo already holds, oldest first.
-Opens the page, waits until it reports a connection and shows the history,
-publishes a fresh message, and waits for it to appear in #messages. Standard library only:
-a minimal WebSocket client (RFC 6455) is below.
+("DevTools listening on ws://..."), HTTP_ADDR is linger's plain host:port
+(the test publishes there), PAGE_BASE is where the page is loaded from
+(http://HTTP_ADDR, or https://localhost:PORT for the same linger's TLS
+listener), and the HISTORY_MESSAGEs are what channel demo already holds,
+oldest first (none: ask the channel). Opens the page, waits until it
+reports a connection and shows the history, publishes a fresh message, and
+waits for it to appear in #messages. Standard library only: a minimal
+WebSocket client (RFC 6455) is below.
 """
 
 import base64
@@ -169,21 +172,26 @@ def publish(addr, text):
         return json.loads(res.read())
 
 
-def check_page(cdp, addr, history, mode, result, before_load=None, label=None):
-    """Open /live.html in a new tab and check it end to end."""
-    label = label or mode
+def check_page(cdp, addr, base, history, mode, result, before_load=None, label=None):
+    """Open base/live.html in a new tab and check it end to end."""
+    label = (label or mode) + (" over https" if base.startswith("https:") else "")
     target = cdp.call("Target.createTarget", {"url": "about:blank"})["targetId"]
     session = cdp.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
     cdp.call("Page.enable", session=session)
     cdp.call("Runtime.enable", session=session)
     if before_load:
         cdp.call("Page.addScriptToEvaluateOnNewDocument", {"source": before_load}, session=session)
-    cdp.call("Page.navigate", {"url": f"http://{addr}/live.html"}, session=session)
+    cdp.call("Page.navigate", {"url": f"{base}/live.html"}, session=session)
 
     try:
         status = wait_for(f"{label} page connected", lambda: (lambda s: s if s.endswith(" connected") else None)(
             cdp.evaluate(session, STATUS_JS) or ""), 15)
         result(status.startswith(mode + " "), f"{label}: page connected ({status})")
+        # The page is what was asked for: over TLS, a secure context whose
+        # certificate the browser accepted (no error page, no bypass).
+        where = cdp.evaluate(session, "location.protocol + ' ' + window.isSecureContext")
+        want = "https: true" if base.startswith("https:") else "http:"
+        result(where.startswith(want), f"{label}: page loaded as {where!r}")
     except TimeoutError as e:
         result(False, f"{label}: page did not connect: {e}")
         cdp.call("Target.closeTarget", {"targetId": target})
@@ -238,7 +246,8 @@ def channel_history(addr):
 
 
 def main():
-    ws_url, addr, history = sys.argv[1], sys.argv[2], sys.argv[3:]
+    ws_url, addr, base, history = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+    history = history or channel_history(addr)
     failures = 0
 
     def result(ok, what):
@@ -248,15 +257,17 @@ def main():
 
     ws = WebSocket(ws_url)
     cdp = Cdp(ws)
-    check_page(cdp, addr, history, "sse", result)
+    check_page(cdp, addr, base, history, "sse", result)
     # The fallback: the same page in a browser without EventSource.
-    check_page(cdp, addr, channel_history(addr), "long-poll", result, before_load="delete window.EventSource;", label="long-poll without EventSource")
+    check_page(cdp, addr, base, channel_history(addr), "long-poll", result, before_load="delete window.EventSource;",
+               label="long-poll without EventSource")
     # And an event stream that keeps failing (here: every one is a 404).
     broken = (
         "(function(E){window.EventSource=function(){return new E('/sub/');};"
         "window.EventSource.prototype=E.prototype;})(window.EventSource);"
     )
-    check_page(cdp, addr, channel_history(addr), "long-poll", result, before_load=broken, label="long-poll after failing streams")
+    check_page(cdp, addr, base, channel_history(addr), "long-poll", result, before_load=broken,
+               label="long-poll after failing streams")
     ws.close()
     return 1 if failures else 0
 

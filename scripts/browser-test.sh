@@ -1,28 +1,40 @@
 #!/usr/bin/env bash
 # Load the live page (/live.html) in headless Chromium against a fresh
 # linger on 127.0.0.1 and check that it shows the channel's history and
-# receives a message published while it is open.
+# receives a message published while it is open: over plain HTTP, then over
+# HTTPS from the same linger's TLS listener (https://localhost:PORT, with a
+# CA and an ECDSA P-256 certificate made here with openssl). The browser
+# trusts that CA through an NSS database in a HOME of its own, as a user
+# who imported it would; only if certutil cannot be had does it fall back
+# to --ignore-certificate-errors (the output says which).
 #
 #   scripts/browser-test.sh
 #
-# Installs Debian's chromium if it is missing (needs root). Prints PASS/FAIL
-# lines; exits non-zero on any failure. Touches 127.0.0.1 only.
+# Installs Debian's chromium, openssl and libnss3-tools (certutil) if they
+# are missing (needs root). Prints PASS/FAIL lines; exits non-zero on any
+# failure. Touches 127.0.0.1 only.
 set -euo pipefail
 
 self=$(realpath "$0")
 cd "$(dirname "$self")/.."
 
-if ! command -v chromium >/dev/null; then
-    echo "installing chromium"
+need=()
+command -v chromium >/dev/null || need+=(chromium)
+command -v openssl >/dev/null || need+=(openssl)
+command -v certutil >/dev/null || need+=(libnss3-tools)
+if ((${#need[@]})); then
+    echo "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq chromium >/dev/null
+    # certutil only spares the TLS run a certificate-error bypass: its
+    # absence is not fatal.
+    apt-get install -y -qq "${need[@]}" >/dev/null || apt-get install -y -qq chromium openssl >/dev/null
 fi
 
-# The run is bounded: give up after two minutes whatever happens. (The
+# The run is bounded: give up after four minutes whatever happens. (The
 # one-time install above is not: stopping dpkg half-way would do harm.)
 if [[ -z "${BROWSER_TEST_CHILD:-}" ]]; then
-    BROWSER_TEST_CHILD=1 exec timeout --kill-after=5 120 bash "$self" "$@"
+    BROWSER_TEST_CHILD=1 exec timeout --kill-after=5 240 bash "$self" "$@"
 fi
 
 failures=0
@@ -42,36 +54,80 @@ trap 'exit 130' INT TERM
 
 command -v python3 >/dev/null || { echo "FAIL: python3 is needed"; exit 1; }
 
+command -v openssl >/dev/null || { echo "FAIL: openssl is needed"; exit 1; }
+
 cargo build --release --quiet
 
-# --- linger -------------------------------------------------------------
-target/release/linger --listen 127.0.0.1:0 >"$work/linger.out" 2>"$work/linger.err" &
+# --- a CA, a server certificate, and a browser that trusts the CA ----------
+pki="$work/pki"
+mkdir -p "$pki"
+if ! (
+    cd "$pki"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key
+    openssl req -x509 -new -key ca.key -sha256 -days 1 -subj "/CN=linger browser-test CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" -out ca.pem
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out key.pem
+    openssl req -new -key key.pem -subj "/CN=localhost" -out server.csr
+    printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+        "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -sha256 \
+        -extfile server.ext -out cert.pem
+) >"$work/pki.log" 2>&1; then
+    echo "FAIL: openssl could not make the test certificates"; tail -5 "$work/pki.log"; exit 1
+fi
+# Chromium on Linux takes user-trusted roots from $HOME/.pki/nssdb.
+browser_home="$work/home"
+mkdir -p "$browser_home/.pki/nssdb"
+tls_trust=()
+if command -v certutil >/dev/null &&
+    certutil -d "sql:$browser_home/.pki/nssdb" -N --empty-password 2>/dev/null &&
+    certutil -d "sql:$browser_home/.pki/nssdb" -A -t "C,," -n "linger browser-test CA" -i "$pki/ca.pem"; then
+    echo "TLS: the test CA is trusted through an NSS database (no certificate-error bypass)"
+else
+    tls_trust=(--ignore-certificate-errors)
+    echo "TLS: certutil unavailable; Chromium runs with --ignore-certificate-errors"
+fi
+
+# --- linger: one process, a plain and a TLS listener -------------------------
+: >"$work/linger.out" # read below before linger may have opened it
+target/release/linger --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 \
+    --tls-cert "$pki/cert.pem" --tls-key "$pki/key.pem" >"$work/linger.out" 2>"$work/linger.err" &
 linger_pid=$!
 addr=
+tls_addr=
 for _ in $(seq 100); do
-    line=$(head -n1 "$work/linger.out" 2>/dev/null || true)
-    if [[ "$line" == "listening on http://"* ]]; then
-        addr=${line#listening on http://}
-        break
-    fi
+    while read -r line; do
+        case "$line" in
+            "listening on http://"*) addr=${line#listening on http://} ;;
+            "listening on https://"*) tls_addr=${line#listening on https://} ;;
+        esac
+    done <"$work/linger.out"
+    [[ -n "$addr" && -n "$tls_addr" ]] && break
     kill -0 "$linger_pid" 2>/dev/null || break
     sleep 0.1
 done
-if [[ -z "$addr" ]]; then
+if [[ -z "$addr" || -z "$tls_addr" ]]; then
     echo "FAIL: linger did not start"; cat "$work/linger.err"; exit 1
 fi
-case "$addr" in 127.0.0.1:*) ;; *) echo "FAIL: unexpected address $addr"; exit 1 ;; esac
-echo "linger on $addr"
+case "$addr $tls_addr" in 127.0.0.1:*" "127.0.0.1:*) ;; *) echo "FAIL: unexpected addresses $addr $tls_addr"; exit 1 ;; esac
+echo "linger on http://$addr and https://$tls_addr"
 
 base="http://$addr"
-curl -fsS -o /dev/null "$base/live.html" && pass "GET /live.html" || fail "GET /live.html"
+# The certificate names localhost; the browser resolves it to loopback.
+tls_base="https://localhost:${tls_addr##*:}"
+if curl -fsS -o /dev/null "$base/live.html"; then pass "GET /live.html"; else fail "GET /live.html"; fi
+if curl -fsS -o /dev/null --cacert "$pki/ca.pem" --resolve "localhost:${tls_addr##*:}:127.0.0.1" "$tls_base/live.html"; then
+    pass "GET $tls_base/live.html (curl --cacert)"
+else
+    fail "GET $tls_base/live.html (curl --cacert)"
+fi
 
 msg1='hello from curl 1'
 msg2=$'hello from curl 2\nsecond line of message 2'
 msg3='hello from curl 3 <b>not bold</b> & co'
 for m in "$msg1" "$msg2" "$msg3"; do
     reply=$(curl -fsS --max-time 5 --data-binary "$m" "$base/pub/demo") || { fail "publish: curl failed"; continue; }
-    [[ "$reply" == '{"id":'* ]] && pass "published: $reply" || fail "publish answered: $reply"
+    if [[ "$reply" == '{"id":'* ]]; then pass "published: $reply"; else fail "publish answered: $reply"; fi
 done
 
 chrome_flags=(
@@ -105,24 +161,27 @@ if ok or verbose:
 sys.exit(0 if ok else 1)
 PY
 }
+# Both dumps come before any live check publishes, so both see ids 1-3.
 dom="$work/dom.html"
-dumped=0
-for attempt in 1 2 3 4 5; do
-    if ! timeout 20 chromium "${chrome_flags[@]}" --user-data-dir="$(mktemp -d -p "$work")" \
-        --dump-dom "$base/live.html" >"$dom" 2>"$work/dump.err"; then
-        echo "chromium --dump-dom failed (attempt $attempt)"; tail -3 "$work/dump.err"
-        continue
-    fi
-    if check_dom "$dom" "$((attempt == 5))"; then
-        dumped=1
-        pass "history in the dumped DOM (attempt $attempt)"
-        break
-    fi
+for page in "$base" "$tls_base"; do
+    dumped=0
+    for attempt in 1 2 3 4 5; do
+        if ! HOME="$browser_home" timeout 20 chromium "${chrome_flags[@]}" "${tls_trust[@]}" \
+            --user-data-dir="$(mktemp -d -p "$work")" --dump-dom "$page/live.html" >"$dom" 2>"$work/dump.err"; then
+            echo "chromium --dump-dom $page failed (attempt $attempt)"; tail -3 "$work/dump.err"
+            continue
+        fi
+        if check_dom "$dom" "$((attempt == 5))"; then
+            dumped=1
+            pass "history in the dumped DOM of $page/live.html (attempt $attempt)"
+            break
+        fi
+    done
+    ((dumped)) || fail "history in the dumped DOM of $page/live.html after 5 attempts"
 done
-((dumped)) || fail "history in the dumped DOM after 5 attempts"
 
 # --- live delivery over the DevTools protocol --------------------------------
-chromium "${chrome_flags[@]}" --user-data-dir="$(mktemp -d -p "$work")" \
+HOME="$browser_home" chromium "${chrome_flags[@]}" "${tls_trust[@]}" --user-data-dir="$(mktemp -d -p "$work")" \
     --remote-debugging-address=127.0.0.1 --remote-debugging-port=0 about:blank \
     >"$work/chromium.out" 2>"$work/chromium.err" &
 chromium_pid=$!
@@ -136,7 +195,9 @@ done
 if [[ -z "$ws" ]]; then
     fail "chromium printed no DevTools endpoint"; tail -5 "$work/chromium.err"
 else
-    timeout 60 python3 scripts/browser-live.py "$ws" "$addr" "$msg1" "$msg2" "$msg3" || failures=$((failures + 1))
+    timeout 60 python3 scripts/browser-live.py "$ws" "$addr" "$base" "$msg1" "$msg2" "$msg3" || failures=$((failures + 1))
+    # Over HTTPS: the history is whatever the plain run left on the channel.
+    timeout 60 python3 scripts/browser-live.py "$ws" "$addr" "$tls_base" || failures=$((failures + 1))
 fi
 
 if kill -0 "$linger_pid" 2>/dev/null; then pass "linger still running"; else fail "linger died"; fi
