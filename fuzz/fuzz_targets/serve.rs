@@ -8,6 +8,11 @@
 //! as a chunked request body behind one of `BODY_HEADS` (bits 5-6) and
 //! followed by a pipelined GET, so the fuzzer spends time inside body
 //! framing rather than rediscovering the head that leads there.
+//!
+//! `fuzz/seeds/` holds a few inputs made by hand in that format (request
+//! shapes from the tests, each kind of body framing, past findings); give
+//! it after the working corpus: `cargo fuzz run serve fuzz/corpus/serve
+//! fuzz/seeds`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
