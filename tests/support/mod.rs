@@ -225,7 +225,7 @@ impl Reader {
 
     fn fill(&mut self, s: &mut impl Read) -> io::Result<usize> {
         let mut chunk = [0u8; 65536];
-        let n = s.read(&mut chunk)?;
+        let n = read_retrying(s, &mut chunk)?;
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)
     }
@@ -340,6 +340,20 @@ impl Reader {
 
     pub fn leftover(&self) -> &[u8] {
         &self.buf
+    }
+}
+
+/// `read`, again after `Interrupted`. A blocking read with a timeout
+/// (`SO_RCVTIMEO`) fails with EINTR rather than restarting when any signal
+/// is queued, even one whose action is to be ignored: a SIGCHLD from a
+/// server another test killed is queued while the thread that spawned it
+/// has every signal blocked (spawning, exiting), and wakes this one.
+pub fn read_retrying(s: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
     }
 }
 
