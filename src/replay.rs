@@ -75,10 +75,21 @@ pub fn replay(world: &mut World, pieces: &[&[u8]]) -> Vec<u8> {
 /// As `replay`, also returning the protocol state at the end: done means
 /// the connection will be closed, so the last response must have said so.
 pub fn replay_state(world: &mut World, pieces: &[&[u8]]) -> (Vec<u8>, Proto) {
+    let (out, proto, _) = replay_to_end(world, pieces);
+    (out, proto)
+}
+
+/// As `replay_state`, also returning the step the replay ended on:
+/// `NeedInput` (the pieces ran out), `Done`, `Subscribe` or `Publish`.
+/// A long poll held at the end has its response still to come (the server
+/// writes it when a message arrives or the poll times out), so the last
+/// response in the output is then not the connection's last.
+pub fn replay_to_end(world: &mut World, pieces: &[&[u8]]) -> (Vec<u8>, Proto, Step) {
     let mut proto = Proto::new();
     let mut out = Output::default();
     let mut input = Vec::new();
     let mut start = 0;
+    let mut end = Step::NeedInput;
     'pieces: for piece in pieces {
         input.extend_from_slice(piece);
         loop {
@@ -90,9 +101,40 @@ pub fn replay_state(world: &mut World, pieces: &[&[u8]]) -> (Vec<u8>, Proto) {
                 Step::Answered => continue,
                 Step::NeedInput => break,
                 // Held or closing: nothing more is read.
-                Step::Done | Step::Subscribe(_) | Step::Publish(_) => break 'pieces,
+                Step::Done | Step::Subscribe(_) | Step::Publish(_) => {
+                    end = step;
+                    break 'pieces;
+                }
             }
         }
     }
-    (out.take_all(), proto)
+    (out.take_all(), proto, end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pubsub::Mode;
+
+    /// Found by the fuzz target, whose check was wrong: a publish answered
+    /// with keep-alive, then an HTTP/1.0 long poll held. The connection is
+    /// done reading, but it is not closing after the publish's response:
+    /// the poll's own (with `Connection: close`) is still to come, and the
+    /// end step says so.
+    #[test]
+    fn a_long_poll_held_at_the_end_is_reported_as_the_end() {
+        let input = b"POST /pub/c HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /sub/quiet HTTP/1.0\r\nHost: a\r\n\r\n";
+        for piece in [1, 32, input.len()] {
+            let pieces: Vec<&[u8]> = input.chunks(piece).collect();
+            let (out, proto, end) = replay_to_end(&mut World::small(), &pieces);
+            let text = String::from_utf8_lossy(&out);
+            assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+            assert!(text.contains("Keep-Alive: ") && text.ends_with("{\"id\":1,\"subscribers\":0}\n"), "{text}");
+            assert!(proto.is_done(), "HTTP/1.0 without keep-alive: nothing is read after the poll");
+            let Step::Subscribe(sub) = end else { panic!("ended on {end:?}") };
+            assert_eq!((sub.mode, sub.keep_alive), (Mode::LongPoll, false));
+        }
+        let (_, _, end) = replay_to_end(&mut World::small(), &[b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n"]);
+        assert_eq!(end, Step::NeedInput);
+    }
 }

@@ -190,6 +190,30 @@ fn long_poll_is_held_until_a_publish_and_answered_with_it() {
     assert_eq!((r.status, r.body.as_slice()), (200, &b"Hello, World!"[..]));
 }
 
+/// An HTTP/1.0 long poll pipelined behind a publish on a keep-alive
+/// connection: the publish's answer keeps the connection (the poll is
+/// still to be answered on it), and the poll's answer, written when the
+/// message arrives, is the one that says close; then EOF. (The pure core
+/// stops at the held poll, so the fuzz target cannot see that answer.)
+#[test]
+fn http10_long_poll_behind_a_keep_alive_answer_closes_with_its_own() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    let mut rd = Reader::new();
+    s.write_all(b"POST /pub/other HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabcGET /sub/news HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let r = rd.response(&mut s, false).unwrap();
+    assert_eq!((r.status, r.closes()), (200, false), "{}", r.head);
+    server.wait_status("the long poll to be held", |st| st["held"] == 1);
+    let mut publisher = Publisher::connect(server.addr);
+    assert_eq!(publisher.publish("news", "late"), (1, 1));
+    let r = rd.response(&mut s, false).unwrap();
+    assert_eq!((r.status, r.closes()), (200, true), "{}", r.head);
+    assert_eq!(r.text(), "{\"last_id\":1,\"messages\":[{\"id\":1,\"data\":\"late\"}]}\n");
+    let (rest, end) = rd.until_eof(&mut s);
+    assert!(rest.is_empty() && end.is_ok(), "a clean EOF after the poll's answer: {rest:?} {end:?}");
+}
+
 /// §2.2 (graceful degradation): messages queued for a client are delivered
 /// in a batch within a single long-poll response. A client resuming with
 /// `?since=` or `Last-Event-ID` gets all of them at once, not held.

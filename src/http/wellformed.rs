@@ -3,13 +3,15 @@
 //! every output through it; it knows nothing of how the output was made.
 
 /// Check `out` is a run of complete responses, optionally ending in an
-/// open chunked stream (a subscription) or an HTTP/2 refusal.
+/// open chunked stream (a subscription), or an HTTP/2 refusal alone.
 pub fn check(out: &[u8]) -> Result<(), String> {
     let mut pos = 0;
     while pos < out.len() {
         let rest = &out[pos..];
-        if rest.starts_with(&[0, 0, 0, 4]) {
+        if pos == 0 && rest.starts_with(&[0, 0, 0, 4]) {
             // The HTTP/2 refusal (SETTINGS + GOAWAY) ends the connection.
+            // Only as the first bytes: a client that has had an HTTP/1.1
+            // response reads the next as one.
             return Ok(());
         }
         let head_len = find(rest, b"\r\n\r\n").ok_or_else(|| format!("incomplete head at {pos}"))? + 4;
@@ -120,5 +122,8 @@ mod tests {
         assert!(check(b"HTTP/1.1 200 OK\r\nDate: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n").is_ok());
         assert!(check(b"HTTP/1.1 200 OK\r\nDate: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhiX").is_err());
         assert!(check(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
+        assert!(check(b"\0\0\0\x04\0\0\0\0\0").is_ok());
+        let after_head = b"HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 2\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+        assert!(check(after_head).is_err());
     }
 }

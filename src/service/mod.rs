@@ -257,6 +257,18 @@ impl Service {
                 }
                 (len, step)
             }
+            Ok(Parsed::Http2Preface) if proto.served > 0 => {
+                // The preface means HTTP/2 only as a connection's first
+                // bytes (RFC 9113 §3.4). After an HTTP/1.1 exchange the
+                // client reads HTTP/1.1 responses, and binary frames where
+                // it expects a status line would be a malformed one: this
+                // is a request for a version we do not speak.
+                proto.served += 1;
+                ctx.stats.requests += 1;
+                let reject = Reject::new(Status::VERSION_NOT_SUPPORTED, "HTTP/2 preface after an HTTP/1.1 request");
+                self.fail(proto, reject, out, ctx);
+                (input.len(), Step::Answered)
+            }
             Ok(Parsed::Http2Preface) => {
                 warn!("{}: HTTP/2 connection preface refused; linger speaks HTTP/1.1 (use h2load --h1)", ctx.peer);
                 refuse_http2(out.bytes());
@@ -568,6 +580,24 @@ mod tests {
         let (text, proto) = drive(&mut svc, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 1000);
         assert!(text.contains("use h2load --h1"));
         assert!(proto.is_done());
+    }
+
+    /// Found by the fuzz target: the preface after an HTTP/1.1 exchange got
+    /// the binary HTTP/2 refusal where the client reads a status line (a
+    /// malformed response). The preface is only one as a connection's first
+    /// bytes (RFC 9113 §3.4); later it is a request for HTTP/2.0: 505.
+    #[test]
+    fn http2_preface_after_a_request_gets_505() {
+        let input = b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        for piece in [1, 5, input.len()] {
+            let mut svc = service(100);
+            let (text, proto) = drive(&mut svc, input, piece);
+            assert_eq!(crate::http::wellformed::check(text.as_bytes()), Ok(()), "{text}");
+            let statuses: Vec<&str> = text.split("HTTP/1.1 ").skip(1).map(|r| &r[..3]).collect();
+            assert_eq!(statuses, ["200", "505"], "{text}");
+            assert!(text.ends_with("Connection: close\r\n\r\n505 HTTP Version Not Supported\n"), "{text}");
+            assert_eq!(proto.close_kind(), Some(CloseKind::ServerFirst));
+        }
     }
 
     /// Defect 14.9: a body with bad framing on a request whose handler

@@ -226,7 +226,7 @@ impl Reader {
 
     fn fill(&mut self, s: &mut impl Read) -> io::Result<usize> {
         let mut chunk = [0u8; 65536];
-        let n = s.read(&mut chunk)?;
+        let n = read_retrying(s, &mut chunk)?;
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)
     }
@@ -356,6 +356,20 @@ pub fn parse_status(body: &[u8]) -> HashMap<String, u64> {
             (k.trim_matches('"').to_string(), v.parse().unwrap())
         })
         .collect()
+}
+
+/// `read`, again after `Interrupted`. A blocking read with a timeout
+/// (`SO_RCVTIMEO`) fails with EINTR rather than restarting when any signal
+/// is queued, even one whose action is to be ignored: a SIGCHLD from a
+/// server another test killed is queued while the thread that spawned it
+/// has every signal blocked (spawning, exiting), and wakes this one.
+pub fn read_retrying(s: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
 }
 
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

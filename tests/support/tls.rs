@@ -2,7 +2,7 @@
 //! certificate (ECDSA P-256, for `localhost` and 127.0.0.1) made at test
 //! time with rcgen, and a blocking rustls client that trusts that CA.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -123,7 +123,7 @@ pub fn until_end(s: &mut TlsStream) -> (Vec<u8>, io::Result<()>) {
     let mut all = Vec::new();
     let mut chunk = [0u8; 65536];
     loop {
-        match s.read(&mut chunk) {
+        match super::read_retrying(s, &mut chunk) {
             Ok(0) => return (all, Ok(())),
             Ok(n) => all.extend_from_slice(&chunk[..n]),
             Err(e) => return (all, Err(e)),
