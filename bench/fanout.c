@@ -3,9 +3,17 @@
  * non-blocking sockets, 127.0.0.1 only.
  *
  *   fanout sse --port P [--pid PID] [--subs 10000] [--msgs 100] [--interval-ms 20]
+ *              [--port2 P2 [--pid2 PID2]] [--redis-pid PID]
  *   fanout lp  --port P [--pid PID] [--subs 10000]
  *
  * Without --pid the server's pid is taken from /_status ("pid").
+ *
+ * With --port2 (sse only; two linger instances sharing channels through a
+ * broker) subscriber i connects to P when i is even and to P2 when it is
+ * odd, every message is published on P, and the server figures (CPU, RSS,
+ * the "delivered" counter) are totals over both, with each instance's CPU
+ * per delivery beside them.  --redis-pid adds the broker's CPU over the
+ * burst, summed over its threads.
  *
  * sse: opens --subs SSE subscriptions on channel "fan" (at most --batch
  *   handshakes in flight; a subscription counts once its response head and
@@ -21,15 +29,18 @@
  *   publishes one message and times every 200 response, checking its JSON
  *   body carries the message.
  *
- * Prints "RESULT key=value ..." (one line) for the script, and "# ..."
- * lines for people.  Server RSS is VmRSS of /proc/PID/status; server CPU is
- * utime+stime of /proc/PID/stat (clock ticks) and, more finely, the first
- * field of /proc/PID/schedstat (ns on CPU).  At exit every socket is closed
+ * Prints "RESULT key=value ..." (one line) for the script, then (sse)
+ * "RESULT+ key=value ..." with the per-server and broker figures, and
+ * "# ..." lines for people.  Server RSS is VmRSS of /proc/PID/status; server
+ * CPU is utime+stime of /proc/PID/stat (clock ticks) and, more finely, the
+ * first field of /proc/PID/task/TID/schedstat (ns on CPU) summed over the
+ * threads.  At exit every socket is closed
  * with SO_LINGER 0 so 20 000 connections per run leave no TIME_WAIT behind
  * on the shared machine.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -49,8 +60,13 @@
 
 /* ------------------------------------------------------------ options */
 
-static int opt_port;
-static int opt_pid;
+/* The servers subscribers are spread over: [0] is --port, the one that
+ * is published to; [1] is --port2. */
+#define MAXSRV 2
+static int nsrv = 1;
+static int srv_port[MAXSRV];
+static int srv_pid[MAXSRV];
+static int opt_redis_pid;
 static int opt_subs = 10000;
 static int opt_msgs = 100;
 static int opt_interval_ms = 20;
@@ -83,9 +99,9 @@ static void sleep_ms(int m) {
 
 /* ------------------------------------------------------------ /proc */
 
-static long rss_kb(void) {
+static long rss_kb_of(int pid) {
     char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", opt_pid);
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
     FILE *f = fopen(path, "r");
     if (!f) return -1;
     long kb = -1;
@@ -98,10 +114,16 @@ static long rss_kb(void) {
     return kb;
 }
 
+static long rss_kb(void) {
+    long kb = 0;
+    for (int s = 0; s < nsrv; s++) kb += rss_kb_of(srv_pid[s]);
+    return kb;
+}
+
 /* utime + stime in clock ticks */
-static long cpu_ticks(void) {
+static long cpu_ticks(int pid) {
     char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", opt_pid);
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
     FILE *f = fopen(path, "r");
     if (!f) return -1;
     size_t n = fread(buf, 1, sizeof buf - 1, f);
@@ -123,15 +145,26 @@ static long cpu_ticks(void) {
     return utime + stime;
 }
 
-static int64_t cpu_sched_ns(void) {
+/* ns on CPU summed over the process's threads: linger has one, but
+ * redis-server has background threads besides the one that serves. */
+static int64_t cpu_sched_ns(int pid) {
     char path[64];
-    snprintf(path, sizeof path, "/proc/%d/schedstat", opt_pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    long long v = -1;
-    if (fscanf(f, "%lld", &v) != 1) v = -1;
-    fclose(f);
-    return v;
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    DIR *d = opendir(path);
+    if (!d) return -1;
+    int64_t sum = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        char p2[320];
+        snprintf(p2, sizeof p2, "/proc/%d/task/%s/schedstat", pid, e->d_name);
+        FILE *f = fopen(p2, "r");
+        if (!f) continue;
+        long long v;
+        if (fscanf(f, "%lld", &v) == 1) sum += v;
+        fclose(f);
+    }
+    closedir(d);
+    return sum;
 }
 
 static int64_t self_cpu_ns(void) {
@@ -141,19 +174,32 @@ static int64_t self_cpu_ns(void) {
            ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
 }
 
+/* ticks and sched: totals over the servers; per server and the broker's
+ * beside them. */
 struct cpu_mark {
     long ticks;
     int64_t sched, self;
+    long srv_ticks[MAXSRV], redis_ticks;
+    int64_t srv_sched[MAXSRV], redis_sched;
 };
 
 static struct cpu_mark cpu_mark(void) {
-    struct cpu_mark m = {cpu_ticks(), cpu_sched_ns(), self_cpu_ns()};
+    struct cpu_mark m = {0};
+    for (int s = 0; s < nsrv; s++) {
+        m.ticks += m.srv_ticks[s] = cpu_ticks(srv_pid[s]);
+        m.sched += m.srv_sched[s] = cpu_sched_ns(srv_pid[s]);
+    }
+    if (opt_redis_pid) {
+        m.redis_ticks = cpu_ticks(opt_redis_pid);
+        m.redis_sched = cpu_sched_ns(opt_redis_pid);
+    }
+    m.self = self_cpu_ns();
     return m;
 }
 
 /* ------------------------------------------------------------ sockets */
 
-static struct sockaddr_in server_addr;
+static struct sockaddr_in srv_addr[MAXSRV];
 
 static int tcp_socket(int nonblock) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
@@ -170,15 +216,15 @@ static void abort_close(int fd) {
 }
 
 /* A blocking keep-alive connection for /_status. */
-static int status_fd = -1;
+static int status_fds[MAXSRV] = {-1, -1};
 static int status_reconnects = -1; /* the first connect is not a reconnect */
 
-static int status_connect(void) {
+static int status_connect(int s) {
     int fd = tcp_socket(0);
     struct timeval tv = {5, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&server_addr, sizeof server_addr) < 0) {
+    if (connect(fd, (struct sockaddr *)&srv_addr[s], sizeof srv_addr[s]) < 0) {
         close(fd);
         return -1;
     }
@@ -188,16 +234,16 @@ static int status_connect(void) {
 /* Fetch /_status into buf (NUL-terminated body); 0 on success. */
 static char status_buf[8192];
 
-static int status_once(void) {
+static int status_once(int s) {
     static const char req[] = "GET /_status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-    if (status_fd < 0) {
-        if ((status_fd = status_connect()) < 0) return -1;
+    if (status_fds[s] < 0) {
+        if ((status_fds[s] = status_connect(s)) < 0) return -1;
         status_reconnects++;
     }
-    if (write(status_fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) goto fail;
+    if (write(status_fds[s], req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) goto fail;
     size_t len = 0;
     for (;;) {
-        ssize_t n = read(status_fd, status_buf + len, sizeof status_buf - 1 - len);
+        ssize_t n = read(status_fds[s], status_buf + len, sizeof status_buf - 1 - len);
         if (n <= 0) goto fail;
         len += n;
         status_buf[len] = 0;
@@ -216,16 +262,19 @@ static int status_once(void) {
         return 0;
     }
 fail:
-    close(status_fd);
-    status_fd = -1;
+    close(status_fds[s]);
+    status_fds[s] = -1;
     return -1;
 }
 
-static int status(void) {
+/* /_status of server s into status_buf; 0 on success. */
+static int status_at(int s) {
     for (int i = 0; i < 3; i++)
-        if (status_once() == 0) return 0;
+        if (status_once(s) == 0) return 0;
     return -1;
 }
+
+static int status(void) { return status_at(0); }
 
 /* A numeric field of the last /_status answer, -1 if absent. */
 static long long status_field(const char *name) {
@@ -235,15 +284,30 @@ static long long status_field(const char *name) {
     return p ? strtoll(p + strlen(key), NULL, 10) : -1;
 }
 
-/* Wait until /_status field >= want; returns the last value seen. */
-static long long wait_status(const char *field, long long want, int timeout_ms) {
+/* A numeric /_status field summed over the servers, -1 if one is missing. */
+static long long status_sum(const char *name) {
+    long long sum = 0;
+    for (int s = 0; s < nsrv; s++) {
+        long long v = status_at(s) == 0 ? status_field(name) : -1;
+        if (v < 0) return -1;
+        sum += v;
+    }
+    return sum;
+}
+
+/* Wait until /_status field of server s >= want; returns the last value seen. */
+static long long wait_status_at(int s, const char *field, long long want, int timeout_ms) {
     int64_t deadline = now_ns() + (int64_t)timeout_ms * 1000000;
     long long v = -1;
     for (;;) {
-        if (status() == 0) v = status_field(field);
+        if (status_at(s) == 0) v = status_field(field);
         if (v >= want || now_ns() > deadline) return v;
         sleep_ms(20);
     }
+}
+
+static long long wait_status(const char *field, long long want, int timeout_ms) {
+    return wait_status_at(0, field, want, timeout_ms);
 }
 
 /* ------------------------------------------------------------ subscribers */
@@ -295,6 +359,10 @@ static size_t lat_n;
 static int64_t *first_ns; /* per message: first and last delivery time */
 static int64_t *last_ns;
 static int64_t last_recv_ns;
+/* Subscriber reads that brought data once publishing began: deliveries per
+ * read shows how many messages the server put in each write. */
+static long sub_reads;
+static int counting_reads;
 
 #define PUB_TOKEN (UINT32_MAX - 1)
 #define TIMER_TOKEN (UINT32_MAX - 2)
@@ -330,7 +398,8 @@ static void conn_open(int i) {
     c->fd = tcp_socket(1);
     c->state = S_CONNECTING;
     opened++;
-    int r = connect(c->fd, (struct sockaddr *)&server_addr, sizeof server_addr);
+    struct sockaddr_in *a = &srv_addr[i % nsrv];
+    int r = connect(c->fd, (struct sockaddr *)a, sizeof *a);
     if (r < 0 && errno != EINPROGRESS) {
         printf("# connect %d: %s\n", i, strerror(errno));
         failed_n++;
@@ -559,6 +628,7 @@ static void conn_readable(int i) {
             return conn_fail(i, strerror(errno));
         }
         if (n == 0) return conn_fail(i, "EOF from server");
+        sub_reads += counting_reads;
         int64_t t = now_ns();
         c->len += n;
         long used = sse_mode ? sse_parse(i, t) : lp_parse(i, t);
@@ -576,7 +646,7 @@ static void conn_readable(int i) {
 
 static void pub_connect(void) {
     pub_fd = tcp_socket(0);
-    if (connect(pub_fd, (struct sockaddr *)&server_addr, sizeof server_addr) < 0) die("publisher connect: %s", strerror(errno));
+    if (connect(pub_fd, (struct sockaddr *)&srv_addr[0], sizeof srv_addr[0]) < 0) die("publisher connect: %s", strerror(errno));
     fcntl(pub_fd, F_SETFL, fcntl(pub_fd, F_GETFL) | O_NONBLOCK);
     ep(EPOLL_CTL_ADD, pub_fd, EPOLLIN, PUB_TOKEN);
 }
@@ -709,30 +779,43 @@ static void finish_common(void) {
     for (int i = 0; i < opt_subs; i++)
         if (conns[i].fd > 0) abort_close(conns[i].fd);
     if (pub_fd >= 0) abort_close(pub_fd);
-    if (status_fd >= 0) abort_close(status_fd);
+    for (int s = 0; s < MAXSRV; s++)
+        if (status_fds[s] >= 0) abort_close(status_fds[s]);
 }
 
 static int run_sse(void) {
     start_common();
-    if (status() < 0) die("no /_status from 127.0.0.1:%d", opt_port);
-    if (!opt_pid) opt_pid = (int)status_field("pid");
-    if (opt_pid <= 0) die("no pid in /_status");
+    if (status() < 0) die("no /_status from 127.0.0.1:%d", srv_port[0]);
+    if (!srv_pid[0]) srv_pid[0] = (int)status_field("pid");
+    if (srv_pid[0] <= 0) die("no pid in /_status");
+    if (nsrv == 2) {
+        if (status_at(1) < 0) die("no /_status from 127.0.0.1:%d", srv_port[1]);
+        if (!srv_pid[1]) srv_pid[1] = (int)status_field("pid");
+        if (srv_pid[1] <= 0) die("no pid in the second server's /_status");
+    }
     sleep_ms(200);
     long rss_before = rss_kb();
     struct cpu_mark c0 = cpu_mark();
 
     subscribe_all_sse();
     int64_t t_sub_client = now_ns() - t_subscribe_start;
-    long long streaming = wait_status("streaming", opt_subs, 20000);
+    long long streaming = 0;
+    for (int s = 0; s < nsrv; s++) /* subscriber i is on server i % nsrv */
+        streaming += wait_status_at(s, "streaming", (opt_subs - s + nsrv - 1) / nsrv, 20000);
     int64_t t_sub = now_ns() - t_subscribe_start;
     printf("# subscribed: %d established, %d failed, %d closed, server streaming=%lld, %.0f ms\n", established_n,
            failed_n, closed_n, streaming, ms(t_sub));
+    /* the broker's CPU while nothing is published, for comparison */
+    struct cpu_mark c_idle = cpu_mark();
+    int64_t t_idle = now_ns();
     sleep_ms(1000);
     long rss_subscribed = rss_kb();
     struct cpu_mark c1 = cpu_mark();
-    long long delivered0 = status() == 0 ? status_field("delivered") : -1;
+    double idle_s = (now_ns() - t_idle) / 1e9;
+    long long delivered0 = status_sum("delivered");
 
     pub_connect();
+    counting_reads = 1;
     int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     ep(EPOLL_CTL_ADD, tfd, EPOLLIN, TIMER_TOKEN);
     struct itimerspec its = {{opt_interval_ms / 1000, (long)(opt_interval_ms % 1000) * 1000000}, {0, 1}};
@@ -758,13 +841,8 @@ static int run_sse(void) {
     }
     struct cpu_mark c2 = cpu_mark();
     long rss_after = rss_kb();
-    long long delivered1 = -1, dropped = -1, published = -1, streaming_after = -1;
-    if (status() == 0) {
-        delivered1 = status_field("delivered");
-        dropped = status_field("slow_subscribers_dropped");
-        published = status_field("published");
-        streaming_after = status_field("streaming");
-    }
+    long long delivered1 = status_sum("delivered"), dropped = status_sum("slow_subscribers_dropped"),
+              published = status_sum("published"), streaming_after = status_sum("streaming");
     sleep_ms(2000);
     long rss_settled = rss_kb();
     double pub_span_s = (pub_t[opt_msgs - 1] - pub_t[0]) / 1e9;
@@ -789,6 +867,8 @@ static int run_sse(void) {
             complete++;
     }
     long expected = (long)opt_subs * opt_msgs;
+    long srv_ok[MAXSRV] = {0};
+    for (int i = 0; i < opt_subs; i++) srv_ok[i % nsrv] += conns[i].ok;
 
     qsort(lat, lat_n, sizeof *lat, cmp_i64);
     int64_t *fan = calloc(opt_msgs, sizeof *fan), *fan_first = calloc(opt_msgs, sizeof *fan_first);
@@ -848,6 +928,25 @@ static int run_sse(void) {
            ok ? cpu_burst_sched_ms * 1000.0 / ok : 0, cpu_sub_ms, client_cpu_burst_ms, rss_before, rss_subscribed,
            rss_after, rss_settled, (rss_subscribed - rss_before) * 1024.0 / opt_subs, pub_span_s,
            delivered1 - delivered0, published, dropped, streaming_after, status_reconnects);
+    printf("RESULT+ servers=%d sub_reads=%ld deliveries_per_read=%.2f", nsrv, sub_reads,
+           sub_reads ? (double)ok / sub_reads : 0);
+    for (int s = 0; s < nsrv; s++) {
+        double sched_ms = ms(c2.srv_sched[s] - c1.srv_sched[s]);
+        printf(" %c_deliveries=%ld %c_cpu_burst_ms=%.0f %c_cpu_burst_sched_ms=%.1f %c_cpu_us_per_delivery=%.3f", 'a' + s,
+               srv_ok[s], 'a' + s, (c2.srv_ticks[s] - c1.srv_ticks[s]) * 1000.0 / hz, 'a' + s, sched_ms, 'a' + s,
+               srv_ok[s] ? sched_ms * 1000.0 / srv_ok[s] : 0);
+    }
+    if (opt_redis_pid) {
+        double r_ms = (c2.redis_ticks - c1.redis_ticks) * 1000.0 / hz, r_sched_ms = ms(c2.redis_sched - c1.redis_sched);
+        double r_idle_ms_per_s = ms(c1.redis_sched - c_idle.redis_sched) / idle_s;
+        printf(" redis_cpu_ms=%.0f redis_cpu_us_per_msg=%.1f redis_cpu_sched_ms=%.2f redis_cpu_sched_us_per_msg=%.1f "
+               "redis_idle_ms_per_s=%.3f",
+               r_ms, r_ms * 1000.0 / opt_msgs, r_sched_ms, r_sched_ms * 1000.0 / opt_msgs, r_idle_ms_per_s);
+        printf("\n# broker CPU during the burst: %.0f ms (stat) %.2f ms (schedstat), %.1f us per message; "
+               "idle %.3f ms/s\n", r_ms, r_sched_ms, r_sched_ms * 1000.0 / opt_msgs, r_idle_ms_per_s);
+    } else {
+        printf("\n");
+    }
     fflush(stdout);
     finish_common();
     return complete == opt_subs ? 0 : 3;
@@ -856,9 +955,9 @@ static int run_sse(void) {
 static int run_lp(void) {
     opt_msgs = 1;
     start_common();
-    if (status() < 0) die("no /_status from 127.0.0.1:%d", opt_port);
-    if (!opt_pid) opt_pid = (int)status_field("pid");
-    if (opt_pid <= 0) die("no pid in /_status");
+    if (status() < 0) die("no /_status from 127.0.0.1:%d", srv_port[0]);
+    if (!srv_pid[0]) srv_pid[0] = (int)status_field("pid");
+    if (srv_pid[0] <= 0) die("no pid in /_status");
     sleep_ms(200);
     long rss_before = rss_kb();
     struct cpu_mark c0 = cpu_mark();
@@ -937,8 +1036,11 @@ int main(int argc, char **argv) {
     const char *mode = argv[1];
     for (int i = 2; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
-        if (!strcmp(k, "--port")) opt_port = atoi(v);
-        else if (!strcmp(k, "--pid")) opt_pid = atoi(v);
+        if (!strcmp(k, "--port")) srv_port[0] = atoi(v);
+        else if (!strcmp(k, "--pid")) srv_pid[0] = atoi(v);
+        else if (!strcmp(k, "--port2")) srv_port[1] = atoi(v), nsrv = 2;
+        else if (!strcmp(k, "--pid2")) srv_pid[1] = atoi(v);
+        else if (!strcmp(k, "--redis-pid")) opt_redis_pid = atoi(v);
         else if (!strcmp(k, "--subs")) opt_subs = atoi(v);
         else if (!strcmp(k, "--msgs")) opt_msgs = atoi(v);
         else if (!strcmp(k, "--interval-ms")) opt_interval_ms = atoi(v);
@@ -947,14 +1049,16 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--channel")) opt_channel = v;
         else die("unknown option %s", k);
     }
-    if (!opt_port || opt_subs < 1 || opt_msgs < 1 || opt_interval_ms < 1 || opt_batch < 1)
+    if (!srv_port[0] || opt_subs < 1 || opt_msgs < 1 || opt_interval_ms < 1 || opt_batch < 1)
         die("--port is required; counts must be positive");
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);
     if (rl.rlim_cur < (rlim_t)opt_subs + 64) die("open-file limit %ld is below subs + 64", (long)rl.rlim_cur);
-    server_addr.sin_family = AF_INET;
-    server_addr.sin_port = htons(opt_port);
-    server_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int s = 0; s < nsrv; s++) {
+        srv_addr[s].sin_family = AF_INET;
+        srv_addr[s].sin_port = htons(srv_port[s]);
+        srv_addr[s].sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    }
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (!strcmp(mode, "sse")) {
         sse_mode = 1;
@@ -962,6 +1066,7 @@ int main(int argc, char **argv) {
         return run_sse();
     }
     if (!strcmp(mode, "lp")) {
+        if (nsrv > 1) die("--port2 is for sse only");
         if (!opt_channel) opt_channel = "lp";
         return run_lp();
     }

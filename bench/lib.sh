@@ -203,6 +203,34 @@ steal_percent() { # "steal total" at start, "steal total" at end
     d = y[2] - x[2]; printf "%.1f", (d > 0 ? 100 * (y[1] - x[1]) / d : 0) }'
 }
 
+# Wait, at most QUIET_WAIT seconds (default 0: not at all), for the 1-minute
+# load average to stay under QUIET_LOAD (0.7) for 30 s, polling every 15 s:
+# other work on a shared machine moves every timed figure. Sets QUIET_NOTE,
+# a sentence for the report saying what happened.
+wait_quiet() {
+  QUIET_WAIT=${QUIET_WAIT:-0}
+  QUIET_LOAD=${QUIET_LOAD:-0.7}
+  QUIET_NOTE="no wait for a quiet machine (QUIET_WAIT=0)"
+  ((QUIET_WAIT > 0)) || return 0
+  local start=$SECONDS under=0 load
+  log "waiting up to $QUIET_WAIT s for the load average to stay under $QUIET_LOAD for 30 s"
+  while ((SECONDS - start < QUIET_WAIT)); do
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    if awk -v l="$load" -v m="$QUIET_LOAD" 'BEGIN { exit !(l < m) }'; then
+      under=$((under + 1))
+      if ((under >= 3)); then
+        QUIET_NOTE="load average stayed under $QUIET_LOAD for 30 s before the run (waited $((SECONDS - start)) s)"
+        return 0
+      fi
+    else
+      under=0
+    fi
+    sleep 15
+  done
+  QUIET_NOTE="the load average did not stay under $QUIET_LOAD for 30 s within $QUIET_WAIT s; ran anyway (load $(cut -d' ' -f1-3 /proc/loadavg) at the start)"
+  warn "$QUIET_NOTE"
+}
+
 # ---------------------------------------------------------------- docroot
 
 make_docroot() {

@@ -159,30 +159,6 @@ start_tls() {
   return 1
 }
 
-# ---------------------------------------------------------------- the quiet wait
-
-wait_quiet() {
-  QUIET_NOTE="no wait for a quiet machine (QUIET_WAIT=0)"
-  ((QUIET_WAIT > 0)) || return 0
-  local start=$SECONDS under=0 load
-  log "waiting up to $QUIET_WAIT s for the load average to stay under $QUIET_LOAD for 30 s"
-  while ((SECONDS - start < QUIET_WAIT)); do
-    load=$(cut -d' ' -f1 /proc/loadavg)
-    if awk -v l="$load" -v m="$QUIET_LOAD" 'BEGIN { exit !(l < m) }'; then
-      under=$((under + 1))
-      if ((under >= 3)); then
-        QUIET_NOTE="load average stayed under $QUIET_LOAD for 30 s before the run (waited $((SECONDS - start)) s)"
-        return 0
-      fi
-    else
-      under=0
-    fi
-    sleep 15
-  done
-  QUIET_NOTE="the load average did not stay under $QUIET_LOAD for 30 s within $QUIET_WAIT s; ran anyway (load $(cut -d' ' -f1-3 /proc/loadavg) at the start)"
-  warn "$QUIET_NOTE"
-}
-
 # ---------------------------------------------------------------- runs
 
 mkdir -p "$RESULTS_DIR" "$WORK/runs"
