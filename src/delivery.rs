@@ -157,7 +157,7 @@ impl Server {
         let gauges = self.gauges();
         let Server { conns, service, channels, stats, date, pool, relay, batch, seat, .. } = self;
         let Some(conn) = conns.get_mut(key) else { return };
-        let peer = conn.peer;
+        let peer = conn.peer.addr();
         let Some(o) = conn.state.open_mut() else { return };
         let Some(waiting) = o.session.publishing().map(|p| p.tag) else { return };
         match tag {

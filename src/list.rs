@@ -12,21 +12,47 @@
 //! Each node records which list of its family it is on, so an unlink is
 //! checked against the list it names instead of trusting an index kept
 //! somewhere else.
+//!
+//! A node is 16 bytes: the list number (24 bits: a state, or a channel id,
+//! which `--max-channels` keeps below 10 million) shares a word with the
+//! stamp (40 bits of milliseconds since start: 34 years), because one node
+//! per connection slot is part of what every idle connection costs.
 
-/// "No key" / "on no list".
+/// "No key".
 const NIL: u32 = u32::MAX;
+/// "On no list": the largest 24-bit list number.
+const NO_LIST: u32 = (1 << 24) - 1;
+const SINCE_BITS: u32 = 40;
+const SINCE_MAX: u64 = (1 << SINCE_BITS) - 1;
 
 #[derive(Clone, Copy, Debug)]
 struct Node {
     prev: u32,
     next: u32,
-    /// Which list of the family the key is on, or `NIL`.
-    list: u32,
-    /// Loop clock (ms) when the key entered its list: the timer stamp.
-    since: u64,
+    /// The list number (high 24 bits, `NO_LIST` when on none) and the loop
+    /// clock (ms) when the key entered it (low 40 bits: the timer stamp).
+    tag: u64,
 }
 
-const UNLINKED: Node = Node { prev: NIL, next: NIL, list: NIL, since: 0 };
+impl Node {
+    fn new(prev: u32, next: u32, list: u32, since: u64) -> Node {
+        Node { prev, next, tag: (u64::from(list) << SINCE_BITS) | since.min(SINCE_MAX) }
+    }
+
+    fn list(&self) -> u32 {
+        (self.tag >> SINCE_BITS) as u32
+    }
+
+    fn since(&self) -> u64 {
+        self.tag & SINCE_MAX
+    }
+
+    fn restamp(&mut self, now: u64) {
+        self.tag = (self.tag & !SINCE_MAX) | now.min(SINCE_MAX);
+    }
+}
+
+const UNLINKED: Node = Node { prev: NIL, next: NIL, tag: (NO_LIST as u64) << SINCE_BITS };
 
 /// Head, tail and length of one list.
 #[derive(Clone, Copy, Debug)]
@@ -68,13 +94,13 @@ impl Links {
     /// The list `key` is on, if any.
     #[inline]
     pub fn list_of(&self, key: usize) -> Option<u32> {
-        self.nodes.get(key).map(|n| n.list).filter(|&l| l != NIL)
+        self.nodes.get(key).map(Node::list).filter(|&l| l != NO_LIST)
     }
 
     /// When `key` entered its list (0 when on none).
     #[inline]
     pub fn since(&self, key: usize) -> u64 {
-        self.nodes.get(key).map_or(0, |n| n.since)
+        self.nodes.get(key).map_or(0, Node::since)
     }
 
     /// The key after `key` on its list.
@@ -85,19 +111,20 @@ impl Links {
     /// Append `key` to list number `list`, whose ends are `ends`, stamped
     /// `now`. The key must be on no list of this family (callers unlink
     /// first); if it is, it is unlinked from the list it names first, which
-    /// needs that list's ends: so this returns `false` and does nothing.
+    /// needs that list's ends: so this returns `false` and does nothing (as
+    /// it does for a list number past 24 bits).
     pub fn push_back(&mut self, ends: &mut Ends, list: u32, key: usize, now: u64) -> bool {
-        if key >= NIL as usize {
+        if key >= NIL as usize || list >= NO_LIST {
             return false;
         }
         if key >= self.nodes.len() {
             self.nodes.resize(key + 1, UNLINKED);
         }
-        if self.nodes[key].list != NIL {
+        if self.nodes[key].list() != NO_LIST {
             return false;
         }
         let old_tail = ends.tail;
-        self.nodes[key] = Node { prev: old_tail, next: NIL, list, since: now };
+        self.nodes[key] = Node::new(old_tail, NIL, list, now);
         match self.nodes.get_mut(old_tail as usize) {
             Some(tail) if old_tail != NIL => tail.next = key as u32,
             _ => ends.head = key as u32,
@@ -111,10 +138,10 @@ impl Links {
     /// timer restarted. The tail itself is only restamped (the common case
     /// of a connection alone on its list costs a store).
     pub fn move_to_back(&mut self, ends: &mut Ends, list: u32, key: usize, now: u64) {
-        let Some(node) = self.nodes.get(key).copied().filter(|n| n.list == list && list != NIL) else { return };
+        let Some(node) = self.nodes.get(key).copied().filter(|n| n.list() == list && list != NO_LIST) else { return };
         let k = key as u32;
         if ends.tail == k {
-            self.nodes[key].since = now;
+            self.nodes[key].restamp(now);
             return;
         }
         // Not the tail, so it has a next; unlink and append in one go (this
@@ -129,7 +156,7 @@ impl Links {
         if let Some(tail) = self.nodes.get_mut(ends.tail as usize) {
             tail.next = k;
         }
-        self.nodes[key] = Node { prev: ends.tail, next: NIL, list, since: now };
+        self.nodes[key] = Node::new(ends.tail, NIL, list, now);
         ends.tail = k;
     }
 
@@ -137,7 +164,7 @@ impl Links {
     /// is not on that list is left alone: returns whether it was unlinked.
     pub fn unlink(&mut self, ends: &mut Ends, list: u32, key: usize) -> bool {
         let Some(node) = self.nodes.get(key).copied() else { return false };
-        if node.list != list || list == NIL {
+        if node.list() != list || list == NO_LIST {
             return false;
         }
         self.nodes[key] = UNLINKED;
@@ -196,6 +223,21 @@ mod tests {
         assert_eq!(links.list_of(5), Some(1));
         assert_eq!(links.list_of(7), None);
         assert_eq!(order(&links, &b), [5]);
+    }
+
+    #[test]
+    fn a_node_is_sixteen_bytes_and_keeps_list_and_stamp_apart() {
+        assert_eq!(std::mem::size_of::<Node>(), 16);
+        let mut links = Links::default();
+        let mut ends = Ends::default();
+        let big = NO_LIST - 1;
+        assert!(links.push_back(&mut ends, big, 3, SINCE_MAX + 5));
+        assert_eq!((links.list_of(3), links.since(3)), (Some(big), SINCE_MAX));
+        links.move_to_back(&mut ends, big, 3, 7);
+        assert_eq!((links.list_of(3), links.since(3)), (Some(big), 7));
+        assert!(!links.push_back(&mut ends, NO_LIST, 4, 0));
+        assert!(links.unlink(&mut ends, big, 3));
+        assert_eq!(links.list_of(3), None);
     }
 
     /// Random pushes and unlinks over several lists against a model.

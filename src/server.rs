@@ -599,7 +599,7 @@ impl Server {
         let now = *now;
         sched.run(batch, cfg.quantum, |key| {
             let Some(conn) = conns.get_mut(key) else { return false };
-            let peer = conn.peer;
+            let peer = conn.peer.addr();
             let Some(o) = conn.state.open_mut() else { return false };
             if o.sock.failed {
                 return false;
@@ -731,7 +731,7 @@ fn flush(key: usize, o: &mut Open) {
         // close_notify.
         None => o.sock.flush(&mut Output::default(), WRITE_BUDGET, finishing),
     };
-    o.wrote |= done.bytes > 0;
+    o.sock.wrote |= done.bytes > 0;
     if done.truncated {
         // The file shrank under a response whose length was already sent:
         // it cannot be completed. Stop, and close.

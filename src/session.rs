@@ -75,13 +75,19 @@ pub enum Delivery {
     LetGo,
 }
 
+/// What a connection is held open for: a subscription, or a publish
+/// waiting for the broker's id (nothing behind it is served before it is
+/// answered: responses go in request order). One box for either, so a
+/// connection holding neither pays one pointer.
+enum Wait {
+    Sub(Sub),
+    Publish(PendingPublish),
+}
+
 pub struct Session {
     proto: Proto,
     bufs: Option<Box<Bufs>>,
-    sub: Option<Box<Sub>>,
-    /// A publish waiting for the broker's id: nothing behind it is served
-    /// before it is answered (responses go in request order).
-    publishing: Option<Box<PendingPublish>>,
+    wait: Option<Box<Wait>>,
     /// The last serve step found no complete request in the input.
     need_input: bool,
     /// A request was answered (or a subscription started) this turn: the
@@ -97,7 +103,7 @@ impl Default for Session {
 
 impl Session {
     pub fn new() -> Session {
-        Session { proto: Proto::new(), bufs: None, sub: None, publishing: None, need_input: false, answered: false }
+        Session { proto: Proto::new(), bufs: None, wait: None, need_input: false, answered: false }
     }
 
     // ---- buffers: bytes in, bytes out -------------------------------------
@@ -163,12 +169,36 @@ impl Session {
     // ---- what it wants ----------------------------------------------------
 
     pub fn subscription(&self) -> Option<&Sub> {
-        self.sub.as_deref()
+        match self.wait.as_deref() {
+            Some(Wait::Sub(sub)) => Some(sub),
+            _ => None,
+        }
     }
 
     /// A publish waits for the broker.
     pub fn publishing(&self) -> Option<&PendingPublish> {
-        self.publishing.as_deref()
+        match self.wait.as_deref() {
+            Some(Wait::Publish(publish)) => Some(publish),
+            _ => None,
+        }
+    }
+
+    fn sub_mut(&mut self) -> Option<&mut Sub> {
+        match self.wait.as_deref_mut() {
+            Some(Wait::Sub(sub)) => Some(sub),
+            _ => None,
+        }
+    }
+
+    /// End the wait for a subscription, handing it over.
+    fn take_sub(&mut self) -> Option<Sub> {
+        match self.wait.take().map(|w| *w) {
+            Some(Wait::Sub(sub)) => Some(sub),
+            other => {
+                self.wait = other.map(Box::new);
+                None
+            }
+        }
     }
 
     /// No further request will be read; how to close once output is out.
@@ -210,8 +240,7 @@ impl Session {
     /// backed up, and nothing holds the connection.
     #[inline]
     pub fn may_serve(&self, high_water: u64) -> bool {
-        self.sub.is_none()
-            && self.publishing.is_none()
+        self.wait.is_none()
             && !self.proto.is_done()
             && self.bufs.as_ref().is_some_and(|b| b.has_input() && b.out.pending_memory() < high_water)
     }
@@ -237,7 +266,7 @@ impl Session {
 
     /// Start holding the connection for `start`'s channel.
     pub fn hold(&mut self, start: SubStart, now: u64) {
-        self.sub = Some(Box::new(Sub {
+        self.wait = Some(Box::new(Wait::Sub(Sub {
             channel: start.channel,
             mode: start.mode,
             last_id: start.last_id.unwrap_or(0),
@@ -247,7 +276,7 @@ impl Session {
             keep_alive: start.keep_alive,
             http10: start.http10,
             started: now,
-        }));
+        })));
     }
 
     /// The channel's history has arrived (`newest` is its last id): the
@@ -255,7 +284,7 @@ impl Session {
     /// newer than its start are delivered from here on (a resumed stream
     /// replays its gap from history with the next delivery).
     pub fn resolve(&mut self, newest: u64) {
-        if let Some(sub) = self.sub.as_mut().filter(|s| s.waiting) {
+        if let Some(sub) = self.sub_mut().filter(|s| s.waiting) {
             sub.waiting = false;
             // A `since` beyond `newest` was handed out by another node first.
             if sub.from_now {
@@ -267,7 +296,7 @@ impl Session {
     /// Wait for the broker's answer to `publish`, sent under `tag`.
     pub fn await_publish(&mut self, mut publish: Box<PendingPublish>, tag: u64) {
         publish.tag = tag;
-        self.publishing = Some(publish);
+        self.wait = Some(Box::new(Wait::Publish(*publish)));
     }
 
     /// The broker answered the waiting publish (`Ok(id)`), or could not:
@@ -279,9 +308,15 @@ impl Session {
         ctx: &mut Ctx<'_>,
         pool: &mut BufPool,
     ) {
-        let Some(publish) = self.publishing.take() else { return };
+        let publish = match self.wait.take().map(|w| *w) {
+            Some(Wait::Publish(publish)) => publish,
+            other => {
+                self.wait = other.map(Box::new);
+                return;
+            }
+        };
         let out = &mut self.bufs.get_or_insert_with(|| pool.take()).out;
-        service.publish_answered(&mut self.proto, *publish, outcome, out, ctx);
+        service.publish_answered(&mut self.proto, publish, outcome, out, ctx);
     }
 
     /// The persistence fields of a subscriber's last response.
@@ -293,7 +328,7 @@ impl Session {
     /// the last chunk of a stream). Returns whether there was one; the
     /// caller takes the connection off the channel's list.
     pub fn end_sub(&mut self, how: SubEnd, turn: &Turn, pool: &mut BufPool) -> bool {
-        let Some(mut sub) = self.sub.take() else { return false };
+        let Some(mut sub) = self.take_sub() else { return false };
         if how == SubEnd::Shed {
             sub.keep_alive = false;
         }
@@ -319,19 +354,19 @@ impl Session {
     /// Forget the subscription without writing anything (the connection is
     /// closing).
     pub fn drop_sub(&mut self) -> bool {
-        self.sub.take().is_some()
+        self.take_sub().is_some()
     }
 
     /// Whether a stream has outlived `lifetime` (RFC 6202 §3.2: end it so
     /// the client reconnects and intermediaries let go of what they keep).
     pub fn stream_expired(&self, lifetime_ms: u64, now: u64) -> bool {
-        self.sub.as_ref().is_some_and(|s| s.started + lifetime_ms <= now)
+        self.subscription().is_some_and(|s| s.started + lifetime_ms <= now)
     }
 
     /// Keep an event stream's intermediaries from cutting it: an SSE
     /// comment line. Other modes have nothing that a client would ignore.
     pub fn ping(&mut self, pool: &mut BufPool) {
-        let Some(sub) = self.sub.as_ref() else { return };
+        let Some(sub) = self.subscription() else { return };
         if sub.mode == Mode::Sse {
             let chunked = sub.chunked;
             let out = &mut self.bufs.get_or_insert_with(|| pool.take()).out;
@@ -349,7 +384,7 @@ impl Session {
         turn: &Turn,
         pool: &mut BufPool,
     ) -> Delivery {
-        let Some(sub) = self.sub.as_mut() else { return Delivery::Skipped };
+        let Some(Wait::Sub(sub)) = self.wait.as_deref_mut() else { return Delivery::Skipped };
         if sub.waiting || sub.last_id >= message.id {
             return Delivery::Skipped;
         }
@@ -370,7 +405,7 @@ impl Session {
                     let version = if sub.http10 { Version::Http10 } else { Version::Http11 };
                     self.proto.finish(CloseKind::asked_by_client(version));
                 }
-                self.sub = None;
+                self.wait = None;
                 Delivery::Answered
             }
             Mode::Stream | Mode::Sse if bufs.out.pending() > SUB_MAX_QUEUE => {
@@ -384,7 +419,7 @@ impl Session {
                     bufs.out.bytes().extend_from_slice(LAST_CHUNK);
                 }
                 self.proto.finish(CloseKind::ServerFirst);
-                self.sub = None;
+                self.wait = None;
                 Delivery::LetGo
             }
             Mode::Stream | Mode::Sse => {
@@ -429,7 +464,7 @@ impl Session {
         if let Some(bufs) = self.bufs.as_mut() {
             bufs.out.clear();
         }
-        self.sub = None;
+        self.wait = None;
         self.proto.finish(CloseKind::ServerFirst);
     }
 

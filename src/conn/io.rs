@@ -67,6 +67,10 @@ pub struct Sock {
     /// The first bytes on a TLS port were a plain HTTP request line: the
     /// TLS session is gone and the client is answered in the clear.
     pub plain_http: bool,
+    /// Bytes went out this turn (restarts the send timer). Kept here, in
+    /// the socket's padding, rather than beside it: every byte of a
+    /// connection record is paid by each idle connection.
+    pub wrote: bool,
 }
 
 impl Sock {
@@ -86,6 +90,7 @@ impl Sock {
             failed: false,
             tls_abort: false,
             plain_http: false,
+            wrote: false,
         }
     }
 
