@@ -627,7 +627,7 @@ impl Server {
                     let floor = ctx.channels.channel(&publish.channel).map_or(0, |c| c.last_id);
                     let sent =
                         relay.as_mut().and_then(|r| r.publish(&publish.channel, publish.data.as_bytes(), floor, key));
-                    o.session.await_publish(publish, sent.unwrap_or(0));
+                    o.session.await_publish(*publish, sent.unwrap_or(0));
                     if sent.is_none() {
                         o.session.complete_publish(service, Err(()), &mut ctx, pool);
                     }

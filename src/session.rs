@@ -294,9 +294,9 @@ impl Session {
     }
 
     /// Wait for the broker's answer to `publish`, sent under `tag`.
-    pub fn await_publish(&mut self, mut publish: Box<PendingPublish>, tag: u64) {
+    pub fn await_publish(&mut self, mut publish: PendingPublish, tag: u64) {
         publish.tag = tag;
-        self.wait = Some(Box::new(Wait::Publish(*publish)));
+        self.wait = Some(Box::new(Wait::Publish(publish)));
     }
 
     /// The broker answered the waiting publish (`Ok(id)`), or could not:
