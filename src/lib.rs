@@ -19,6 +19,7 @@ pub mod conn;
 pub mod delivery;
 pub mod files;
 pub mod http;
+pub mod launch;
 pub mod list;
 pub mod listeners;
 pub mod policy;

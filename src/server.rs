@@ -48,6 +48,7 @@ use crate::service::{Ctx, Limits, Service, Step};
 use crate::session::{SubEnd, Turn};
 use crate::status::{Counters, Gauges};
 use crate::sys;
+use crate::systemd::Notifier;
 use crate::timers::Timers;
 use crate::tls::TlsConfig;
 
@@ -72,6 +73,8 @@ pub struct Server {
     pub(crate) tls: Option<TlsConfig>,
     /// The read end of the signal self-pipe, when signals are watched.
     signals: Option<OwnedFd>,
+    /// sd_notify(3) to the service manager (a no-op without one).
+    pub(crate) notifier: Notifier,
     /// Shutting down: the loop clock by which to be gone.
     pub(crate) draining: Option<u64>,
     pub(crate) conns: Slab<Conn>,
@@ -188,6 +191,7 @@ impl Server {
             listening,
             tls,
             signals: None,
+            notifier: Notifier::default(),
             draining: None,
             // All slots up front: growing by doubling would copy the records
             // and leave the old arrays' pages resident. Untouched capacity
@@ -240,9 +244,18 @@ impl Server {
         Ok(())
     }
 
+    /// Tell the service manager about the server's state changes
+    /// (`READY=1`, `STOPPING=1`, `RELOADING=1`; `systemd.rs`).
+    pub fn set_notifier(&mut self, notifier: Notifier) {
+        self.notifier = notifier;
+    }
+
     /// Run until a shutdown has finished: every connection gone, or
     /// `--shutdown-timeout` passed.
     pub fn run(&mut self) -> io::Result<()> {
+        // The listeners are open and privileges dropped: systemd may start
+        // what is ordered after this unit.
+        notify(self.notifier.ready(), "READY=1");
         loop {
             let wait = self.poll_timeout();
             self.turn(wait)?;
@@ -272,10 +285,14 @@ impl Server {
     /// old one kept.
     pub fn reload_tls(&mut self) {
         let Some(tls) = self.tls.as_mut() else { return };
+        // sd_notify(3): RELOADING=1 now, READY=1 once done (refused or not,
+        // the server goes on serving), so `systemctl reload` waits for it.
+        notify(self.notifier.reloading(), "RELOADING=1");
         match tls.reload() {
             Ok(()) => info!("TLS certificate and key reloaded"),
             Err(e) => warn!("TLS reload refused, the old certificate stays: {e}"),
         }
+        notify(self.notifier.ready(), "READY=1");
     }
 
     /// Move a manual clock to `ms` since start (tests).
@@ -648,6 +665,14 @@ impl Server {
             let conns = &self.conns;
             self.runq.retain(|&k| conns.contains(k));
         }
+    }
+}
+
+/// A message to the service manager that did not go (its queue is full,
+/// or it went away) costs nothing but a line at debug level.
+pub(crate) fn notify(sent: io::Result<()>, what: &str) {
+    if let Err(e) = sent {
+        log::debug!("sd_notify {what}: {e}");
     }
 }
 
