@@ -37,6 +37,10 @@ pub struct Config {
     pub max_channels: usize,
     pub publish_token: Option<String>,
     pub shutdown_timeout: Duration,
+    /// `--user NAME[:GROUP]`: the account to serve as, dropped to once the
+    /// listeners are bound and the TLS key read (`privileges.rs`).
+    pub user: Option<String>,
+    pub group: Option<String>,
     /// Test-only: close abortively instead of lingering, to prove the
     /// lingering tests can fail. Set by `LINGER_TEST_ABORTIVE_CLOSE=1`;
     /// deliberately not a flag.
@@ -87,6 +91,8 @@ impl Default for Config {
             max_channels: 10_000,
             publish_token: None,
             shutdown_timeout: Duration::from_secs(10),
+            user: None,
+            group: None,
             abortive_close: false,
         }
     }
@@ -172,6 +178,13 @@ fn options() -> Options {
         &format!("on SIGTERM/SIGINT, time allowed to finish before exiting [{}]", secs(d.shutdown_timeout)),
         "SECS",
     );
+    o.optopt(
+        "",
+        "user",
+        "bind (or inherit) the listeners and read the TLS key, then serve as this user (and group); \
+         needs root [off]",
+        "NAME[:GROUP]",
+    );
     o.optflag("h", "help", "print this help");
     o.optflag("V", "version", "print the version");
     o
@@ -248,6 +261,17 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     if c.publish_token.as_deref() == Some("") {
         return Err("invalid value '' for --publish-token: must not be empty".into());
     }
+    if let Some(v) = m.opt_str("user") {
+        let (user, group) = match v.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (v.as_str(), None),
+        };
+        if user.is_empty() || group == Some("") {
+            return Err(format!("invalid value '{v}' for --user: expected NAME or NAME:GROUP"));
+        }
+        c.user = Some(user.to_owned());
+        c.group = group.map(str::to_owned);
+    }
     c.abortive_close = std::env::var_os("LINGER_TEST_ABORTIVE_CLOSE").is_some_and(|v| v == "1");
     Ok(Command::Run(Box::new(c)))
 }
@@ -308,6 +332,8 @@ mod tests {
         assert_eq!((c.listen.len(), c.tls_listen.len()), (1, 1));
         let c = run(&["--tls-listen", "127.0.0.1:0", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
         assert!(c.listen.is_empty(), "--tls-listen alone serves HTTPS only");
+        let c = run(&["--user", "www-data:adm"]).unwrap();
+        assert_eq!((c.user.as_deref(), c.group.as_deref()), (Some("www-data"), Some("adm")));
         let c = run(&["--listen", "127.0.0.1:0", "--idle-timeout", "0.5", "--quantum", "8"]).unwrap();
         assert_eq!(c.idle_timeout, Duration::from_millis(500));
         assert_eq!(c.min_idle_timeout, Duration::from_millis(500));
@@ -327,6 +353,9 @@ mod tests {
             &["stray"],
             &["--root", "/definitely/not/here"],
             &["--idle-timeout", "5", "--min-idle-timeout", "9"],
+            &["--user", ""],
+            &["--user", "nobody:"],
+            &["--user", ":adm"],
         ] {
             let err = run(args).unwrap_err();
             assert!(!err.contains('\n') && !err.is_empty(), "{args:?}: {err}");
@@ -336,7 +365,7 @@ mod tests {
     #[test]
     fn help_lists_every_flag_with_its_default() {
         let Ok(Command::Help(text)) = parse(&["--help".to_string()]) else { panic!() };
-        for flag in ["--listen", "--root", "--max-conns", "--idle-timeout", "--quantum", "--access-log"] {
+        for flag in ["--listen", "--root", "--max-conns", "--idle-timeout", "--quantum", "--access-log", "--user"] {
             assert!(text.contains(flag), "{flag}");
         }
         assert!(text.contains("[127.0.0.1:8080]") && text.contains("[10000]"));

@@ -22,6 +22,7 @@ use log::info;
 
 use crate::config::{Config, MAX_LISTENERS};
 use crate::listeners::Bound;
+use crate::privileges;
 use crate::systemd::Inherited;
 
 /// The listeners socket activation passed, as the server takes them;
@@ -47,6 +48,21 @@ pub fn activated(inherited: Vec<Inherited>, cfg: &Config) -> Result<Option<Vec<B
     }
     info!("socket activation: {} listeners inherited; --listen and --tls-listen are not used", inherited.len());
     Ok(Some(inherited.into_iter().map(|l| Bound { listener: TcpListener::from(l.fd), tls: l.tls }).collect()))
+}
+
+/// `--user NAME[:GROUP]` names an account and a group that exist, and
+/// not root: a bad value is one line and exit 2, before anything is bound
+/// (the drop itself comes after binding, in `Server::with_setup`).
+pub fn check_user(cfg: &Config) -> Result<(), String> {
+    let Some(user) = &cfg.user else { return Ok(()) };
+    let account = privileges::lookup_user(user).map_err(|e| format!("--user: {e}"))?;
+    if account.uid == 0 {
+        return Err(format!("--user {user}: that is root; refusing to serve as root"));
+    }
+    if let Some(group) = &cfg.group {
+        privileges::lookup_group(group).map_err(|e| format!("--user: {e}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -76,5 +92,19 @@ mod tests {
     fn a_tls_listener_without_a_certificate_is_one_line() {
         let e = activated(vec![inherited(true)], &Config::default()).err().unwrap();
         assert!(e.contains("--tls-cert") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn unknown_users_and_root_are_refused_before_anything_is_bound() {
+        let cfg = |user: &str, group: Option<&str>| Config {
+            user: Some(user.into()),
+            group: group.map(Into::into),
+            ..Config::default()
+        };
+        assert_eq!(check_user(&cfg("no-such-user-here", None)).unwrap_err(), "--user: no such user: no-such-user-here");
+        assert!(check_user(&cfg("nobody", Some("no-such-group-here"))).unwrap_err().contains("no such group"));
+        assert!(check_user(&cfg("root", None)).unwrap_err().contains("refusing to serve as root"));
+        assert!(check_user(&cfg("nobody", None)).is_ok());
+        assert!(check_user(&Config::default()).is_ok());
     }
 }

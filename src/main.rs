@@ -45,6 +45,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = launch::check_user(&cfg) {
+        eprintln!("linger: {e}");
+        return ExitCode::from(2);
+    }
     // A bad certificate or key is a bad argument: one line, exit 2.
     let tls = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(cert), Some(key)) => match TlsConfig::load(cert, key) {

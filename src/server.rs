@@ -42,6 +42,7 @@ use crate::http::reply::DateCache;
 use crate::listeners::{self, Bound, Listeners};
 use crate::policy::{self, DRAIN_BUDGET, FLUSH_THRESHOLD, OUT_HIGH_WATER, WRITE_BUDGET};
 use crate::pool::BufPool;
+use crate::privileges;
 use crate::pubsub::{ChannelId, PubSub};
 use crate::sched::Scheduler;
 use crate::service::{Ctx, Limits, Service, Step};
@@ -166,6 +167,13 @@ impl Server {
         };
         let poll = Poll::new()?;
         let listeners = Listeners::register(bound, poll.registry())?;
+        if let Some(user) = &cfg.user {
+            // Bound (or inherited) and the TLS key read: from here on, as
+            // `--user`, before a single request (`launch.rs`). A failed
+            // drop is an error, never a server still running as root.
+            privileges::drop_to(user, cfg.group.as_deref()).map_err(io::Error::other)?;
+            info!("serving as {user}{}", cfg.group.as_deref().map_or(String::new(), |g| format!(":{g}")));
+        }
         let listening = listeners.addrs();
         let wall = clock.wall();
         let files = Files::with_open_files(cfg.root.as_deref(), wall, budget.files)?;
