@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use getopts::Options;
 
+use crate::access_log::LogFormat;
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Plain HTTP listeners (`--listen`, repeatable).
@@ -30,6 +32,7 @@ pub struct Config {
     pub max_body_bytes: u64,
     pub max_buffer_memory: usize,
     pub access_log: Option<String>,
+    pub access_log_format: LogFormat,
     pub longpoll_timeout: Duration,
     pub sse_ping: Duration,
     pub stream_lifetime: Duration,
@@ -75,6 +78,7 @@ impl Default for Config {
             // §11: memory, not CPU, is the controlling resource.
             max_buffer_memory: 256 << 20,
             access_log: None,
+            access_log_format: LogFormat::Common,
             // RFC 6202 §5.5: 30 s is the safe value for intermediaries.
             longpoll_timeout: Duration::from_secs(30),
             // Well inside the idle cut-off of common proxies.
@@ -160,7 +164,13 @@ fn options() -> Options {
         &format!("connection buffer memory that counts as full occupancy [{}]", d.max_buffer_memory),
         "BYTES",
     );
-    o.optopt("", "access-log", "Common Log Format, '-' for stdout [off]", "PATH");
+    o.optopt("", "access-log", "access log file (see --access-log-format), '-' for stdout [off]", "PATH");
+    o.optopt(
+        "",
+        "access-log-format",
+        "common (Common Log Format) or combined (adds Referer and User-Agent) [common]",
+        "FORMAT",
+    );
     o.optopt("", "longpoll-timeout", &format!("how long a long poll is held [{}]", secs(d.longpoll_timeout)), "SECS");
     o.optopt("", "sse-ping", &format!("keep-alive comment interval on event streams [{}]", secs(d.sse_ping)), "SECS");
     o.optopt(
@@ -251,6 +261,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         c.min_idle_timeout = c.idle_timeout;
     }
     c.access_log = m.opt_str("access-log");
+    if let Some(v) = m.opt_str("access-log-format") {
+        c.access_log_format = LogFormat::parse(&v)
+            .ok_or_else(|| format!("invalid value '{v}' for --access-log-format: expected common or combined"))?;
+    }
     c.longpoll_timeout = seconds(&m, "longpoll-timeout", c.longpoll_timeout)?;
     c.sse_ping = seconds(&m, "sse-ping", c.sse_ping)?;
     c.stream_lifetime = seconds(&m, "stream-lifetime", c.stream_lifetime)?;
@@ -356,6 +370,7 @@ mod tests {
             &["--user", ""],
             &["--user", "nobody:"],
             &["--user", ":adm"],
+            &["--access-log-format", "json"],
         ] {
             let err = run(args).unwrap_err();
             assert!(!err.contains('\n') && !err.is_empty(), "{args:?}: {err}");
@@ -365,7 +380,16 @@ mod tests {
     #[test]
     fn help_lists_every_flag_with_its_default() {
         let Ok(Command::Help(text)) = parse(&["--help".to_string()]) else { panic!() };
-        for flag in ["--listen", "--root", "--max-conns", "--idle-timeout", "--quantum", "--access-log", "--user"] {
+        for flag in [
+            "--listen",
+            "--root",
+            "--max-conns",
+            "--idle-timeout",
+            "--quantum",
+            "--access-log",
+            "--user",
+            "--access-log-format",
+        ] {
             assert!(text.contains(flag), "{flag}");
         }
         assert!(text.contains("[127.0.0.1:8080]") && text.contains("[10000]"));

@@ -22,6 +22,7 @@ pub mod http;
 pub mod launch;
 pub mod list;
 pub mod listeners;
+pub mod log_writer;
 pub mod policy;
 pub mod pool;
 pub mod privileges;

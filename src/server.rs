@@ -112,6 +112,7 @@ pub struct Server {
     pub(crate) scratch: Box<[u8]>,
     shutdown_requested: bool,
     reload_requested: bool,
+    reopen_requested: bool,
     /// Accept failed for want of descriptors; retry when one closes.
     pub(crate) accept_starved: bool,
     pub(crate) reserve: Option<File>,
@@ -177,7 +178,9 @@ impl Server {
         let listening = listeners.addrs();
         let wall = clock.wall();
         let files = Files::with_open_files(cfg.root.as_deref(), wall, budget.files)?;
-        let log = cfg.access_log.as_deref().map(AccessLog::open).transpose()?;
+        // After the drop above: the log is opened, and its writer forked,
+        // as the serving user (`log_writer.rs`).
+        let log = cfg.access_log.as_deref().map(|t| AccessLog::open(t, cfg.access_log_format)).transpose()?;
         let limits =
             Limits { max_head: cfg.max_header_bytes, max_body: cfg.max_body_bytes, max_requests: cfg.max_requests };
         // The input buffer holds a whole head with room to spare, so an
@@ -227,6 +230,7 @@ impl Server {
             scratch: vec![0; DRAIN_BUDGET].into_boxed_slice(),
             shutdown_requested: false,
             reload_requested: false,
+            reopen_requested: false,
             accept_starved: false,
             reserve: sys::reserve_fd(),
             cfg,
@@ -339,6 +343,10 @@ impl Server {
         }
         if std::mem::take(&mut self.reload_requested) {
             self.reload_tls();
+        }
+        if std::mem::take(&mut self.reopen_requested) {
+            info!("SIGUSR1: reopening the access log");
+            self.service.reopen_log();
         }
         if self.listeners.any_ready() {
             self.accept_phase();
@@ -480,6 +488,8 @@ impl Server {
                 self.shutdown_requested = true;
             } else if b == sys::SIG_RELOAD {
                 self.reload_requested = true;
+            } else if b == sys::SIG_REOPEN {
+                self.reopen_requested = true;
             }
         }
     }

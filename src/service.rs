@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use log::{debug, warn};
 
-use crate::access_log::AccessLog;
+use crate::access_log::{self, AccessLog, LogFormat};
 use crate::files::{Files, Miss, percent_decode};
 use crate::http::body::{BodyDecoder, LAST_CHUNK};
 use crate::http::parse::{self, BodyLength, Head, Method, Parsed, Reject};
@@ -135,7 +135,14 @@ impl Service {
 
     /// Access log lines dropped because the sink could not keep up.
     pub fn log_dropped(&self) -> u64 {
-        self.log.as_ref().map_or(0, |l| l.dropped)
+        self.log.as_ref().map_or(0, |l| l.dropped())
+    }
+
+    /// SIGUSR1: reopen the access log (logrotate's convention).
+    pub fn reopen_log(&mut self) {
+        if let Some(log) = &mut self.log {
+            log.reopen();
+        }
     }
 
     /// Consume input for at most one request: the rest of a body being
@@ -340,6 +347,8 @@ impl Service {
                 out.bytes().extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
             }
             let close_after = proto.close_kind();
+            let combined = self.log.as_ref().is_some_and(|l| l.format() == LogFormat::Combined);
+            let keep = |v: Option<&[u8]>| if combined { v.map(Box::from) } else { None };
             let name = match route {
                 Route::Publish(name) => name,
                 _ => "",
@@ -354,6 +363,8 @@ impl Service {
                 persist,
                 close_after,
                 request_line: format!("{} {} {}", head.method_str, head.target, head.version.as_str()).into(),
+                referer: keep(head.referer),
+                user_agent: keep(head.user_agent),
             }));
             return Step::Answered;
         }
@@ -372,8 +383,14 @@ impl Service {
             (None, Route::Static) => self.static_route(head, &mut reply, ctx),
         }
         if let Some(log) = &mut self.log {
-            let (m, t, v) = (head.method_str, head.target, head.version.as_str());
-            log.record(ctx.now_secs, ctx.peer, m, t, v, reply.status.code(), reply.body_bytes);
+            let req = access_log::Request {
+                method: head.method_str,
+                target: head.target,
+                version: head.version.as_str(),
+                referer: head.referer,
+                user_agent: head.user_agent,
+            };
+            log.record_request(ctx.now_secs, ctx.peer, &req, reply.status.code(), reply.body_bytes);
         }
         step
     }
@@ -442,7 +459,9 @@ impl Service {
         if let Some(log) = &mut self.log {
             let mut parts = c.request_line.splitn(3, ' ');
             let (m, t, v) = (parts.next().unwrap_or("-"), parts.next().unwrap_or("-"), parts.next().unwrap_or("-"));
-            log.record(ctx.now_secs, ctx.peer, m, t, v, reply.status.code(), reply.body_bytes);
+            let (referer, user_agent) = (c.referer.as_deref(), c.user_agent.as_deref());
+            let req = access_log::Request { method: m, target: t, version: v, referer, user_agent };
+            log.record_request(ctx.now_secs, ctx.peer, &req, reply.status.code(), reply.body_bytes);
         }
     }
 

@@ -85,6 +85,9 @@ pub struct Collecting {
     pub close_after: Option<CloseKind>,
     /// For the access log.
     pub request_line: Box<str>,
+    /// For the combined access log format (kept only when it is in use).
+    pub referer: Option<Box<[u8]>>,
+    pub user_agent: Option<Box<[u8]>>,
 }
 
 /// The per-connection protocol state: lives as long as the connection,

@@ -102,6 +102,9 @@ pub struct Head<'a> {
     pub accept_event_stream: bool,
     pub last_event_id: Option<&'a [u8]>,
     pub authorization: Option<&'a [u8]>,
+    /// For the combined access log format.
+    pub referer: Option<&'a [u8]>,
+    pub user_agent: Option<&'a [u8]>,
     /// Bytes of input the head occupied.
     pub len: usize,
 }
@@ -191,6 +194,8 @@ pub fn parse_head(input: &[u8], max_head: usize) -> Result<Parsed<'_>, Reject> {
         accept_event_stream: false,
         last_event_id: None,
         authorization: None,
+        referer: None,
+        user_agent: None,
         len,
     };
     read_fields(&mut head, req.headers)?;
@@ -340,6 +345,8 @@ fn read_fields<'a>(head: &mut Head<'a>, fields: &[httparse::Header<'a>]) -> Resu
             }
             13 if name.eq_ignore_ascii_case("last-event-id") => head.last_event_id = Some(value),
             13 if name.eq_ignore_ascii_case("authorization") => head.authorization = Some(value),
+            7 if name.eq_ignore_ascii_case("referer") => head.referer = Some(value),
+            10 if name.eq_ignore_ascii_case("user-agent") => head.user_agent = Some(value),
             _ => {}
         }
     }
