@@ -10,6 +10,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod access_log;
+pub mod admin;
 pub mod admission;
 pub mod broker;
 pub mod clock;
@@ -23,6 +24,7 @@ pub mod launch;
 pub mod list;
 pub mod listeners;
 pub mod log_writer;
+pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod privileges;

@@ -438,7 +438,18 @@ impl Server {
 
     /// The `/_status` gauges, from the state lists and the pool.
     pub fn gauges(&self) -> Gauges {
-        gauges(&self.timers, &self.pool, self.bufs_nominal, &self.cfg, self.idle_timeout_ms, self.service.log_dropped())
+        let mut g = gauges(
+            &self.timers,
+            &self.pool,
+            self.bufs_nominal,
+            &self.cfg,
+            self.idle_timeout_ms,
+            self.service.log_dropped(),
+        );
+        g.uptime_ms = self.now;
+        g.idle_timeout_max_ms = self.timeouts_idle();
+        g.idle_timeout_min_ms = self.min_idle_ms();
+        g
     }
 
     pub fn counters(&self) -> &Counters {
@@ -616,6 +627,9 @@ impl Server {
             let owed = s.is_done() && o.sock.owes_close_notify();
             if o.sock.writable && (s.output_pending() || o.sock.wants_write() || owed) {
                 flush(key, o);
+                if !o.sock.wants_write() {
+                    o.session.record_written(self.now, &mut self.stats.response_time);
+                }
             }
         }
     }
@@ -750,5 +764,6 @@ fn gauges(timers: &Timers, pool: &BufPool, nominal: usize, cfg: &Config, idle_ms
         max_buffer_bytes: cfg.max_buffer_memory,
         buffers_held: pool.out,
         log_dropped,
+        ..Gauges::default()
     }
 }

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use log::{debug, warn};
 
 use crate::access_log::{self, AccessLog, LogFormat};
+use crate::admin;
 use crate::files::{Files, Miss, percent_decode};
 use crate::http::body::{BodyDecoder, LAST_CHUNK};
 use crate::http::parse::{self, BodyLength, Head, Method, Parsed, Reject};
@@ -19,7 +20,7 @@ use crate::http::reply;
 use crate::http::{CloseKind, Collecting, Discarding, Output, Persist, Proto, Reading, Reply, Status};
 use crate::pubsub::{self, ChannelId, MAX_MESSAGE, Mode, PubSub};
 use crate::session::Turn;
-use crate::status::{self, Counters, Gauges};
+use crate::status::{Counters, Gauges};
 
 /// The limits a request is held to.
 #[derive(Clone, Copy, Debug)]
@@ -91,7 +92,8 @@ const RETRY_LATER: &[u8] = b"Retry-After: 1\r\n";
 
 /// Which part of the server a path belongs to.
 enum Route<'a> {
-    Status,
+    /// `/_status`, `/_metrics` (`admin.rs`).
+    Admin(admin::Page),
     Publish(&'a str),
     Subscribe(&'a str),
     Static,
@@ -99,8 +101,8 @@ enum Route<'a> {
 
 impl<'a> Route<'a> {
     fn of(path: &'a str) -> Route<'a> {
-        if path == "/_status" {
-            Route::Status
+        if let Some(page) = admin::Page::of(path) {
+            Route::Admin(page)
         } else if let Some(name) = path.strip_prefix("/pub/") {
             Route::Publish(name)
         } else if let Some(name) = path.strip_prefix("/sub/") {
@@ -216,9 +218,11 @@ impl Service {
         }
         match parse::parse_head(input, self.limits.max_head) {
             Ok(Parsed::Partial) => (0, Step::NeedInput),
-            Ok(Parsed::Head(head)) => {
+            // By reference: the head is a few hundred bytes, and moving it
+            // out of the result is a memcpy per request.
+            Ok(Parsed::Head(ref head)) => {
                 let len = head.len;
-                let step = self.answer(proto, &head, &input[..len], out, ctx);
+                let step = self.answer(proto, head, &input[..len], out, ctx);
                 if matches!(proto.reading, Reading::Collect(_) | Reading::Discard(_)) {
                     // A body already here completes in this same step: one
                     // scheduler pass per request, as for any other (a
@@ -373,7 +377,7 @@ impl Service {
         match (early, route) {
             (Some(status), Route::Publish(_)) => reply.simple(status, PUB_ALLOW),
             (Some(status), _) => reply.simple(status, b""),
-            (None, Route::Status) => status_route(head, &mut reply, ctx),
+            (None, Route::Admin(page)) => admin::respond(page, head, &mut reply, ctx),
             (None, Route::Publish(name)) => self.publish_route(head, name, &mut reply, ctx),
             (None, Route::Subscribe(name)) => {
                 if let Some(start) = self.subscribe(head, name, keep, &mut reply, ctx) {
@@ -623,23 +627,6 @@ pub fn long_poll_reply(reply: &mut Reply<'_>, body: &[u8]) {
 /// behind it, or load shedding): `204` (RFC 6202 §5.5).
 pub fn long_poll_empty(reply: &mut Reply<'_>) {
     reply.simple(Status::NO_CONTENT, NO_CACHE);
-}
-
-/// `GET /_status`: the counters as flat JSON, for loopback clients only.
-fn status_route(head: &Head<'_>, reply: &mut Reply<'_>, ctx: &mut Ctx<'_>) {
-    if !ctx.peer.ip().is_loopback() {
-        return reply.simple(Status::FORBIDDEN, b"");
-    }
-    match head.method {
-        Method::Get | Method::Head => {}
-        Method::Options => return options(reply, STATIC_ALLOW),
-        _ => return reply.simple(Status::METHOD_NOT_ALLOWED, STATIC_ALLOW),
-    }
-    let json = status::to_json(ctx.stats, &(ctx.gauges)(), ctx.channels);
-    let buf = reply.start(Status::OK);
-    buf.extend_from_slice(b"Content-Type: application/json\r\nCache-Control: no-cache\r\n");
-    reply.end_head(json.len() as u64);
-    reply.body(&json);
 }
 
 /// An HTTP/2 client with prior knowledge gets a real HTTP/2 refusal: the

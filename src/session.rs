@@ -12,6 +12,7 @@
 use crate::http::body::LAST_CHUNK;
 use crate::http::reply;
 use crate::http::{CloseKind, Output, Persist, Proto, Reading, Reply, Status, Version};
+use crate::metrics::{Histogram, Pending};
 use crate::policy::{RETRY_AFTER_SECS, SUB_MAX_QUEUE, SUB_SEGMENT};
 use crate::pool::{BufPool, Bufs};
 use crate::pubsub::{self, Channel, ChannelId, Message, Mode};
@@ -79,6 +80,8 @@ pub struct Session {
     /// A request was answered (or a subscription started) this turn: the
     /// state's timer restarts.
     answered: bool,
+    /// Responses not yet written, for the response-time histogram.
+    timing: Pending,
 }
 
 impl Default for Session {
@@ -89,7 +92,14 @@ impl Default for Session {
 
 impl Session {
     pub fn new() -> Session {
-        Session { proto: Proto::new(), bufs: None, sub: None, need_input: false, answered: false }
+        Session {
+            proto: Proto::new(),
+            bufs: None,
+            sub: None,
+            need_input: false,
+            answered: false,
+            timing: Pending::default(),
+        }
     }
 
     // ---- buffers: bytes in, bytes out -------------------------------------
@@ -206,14 +216,31 @@ impl Session {
     /// caller puts the connection on the channel's list and calls `hold`.
     pub fn serve(&mut self, service: &mut Service, ctx: &mut Ctx<'_>) -> Step {
         let Some(bufs) = self.bufs.as_mut() else { return Step::NeedInput };
+        let served = self.proto.served;
         let (n, step) = service.serve_one(&mut self.proto, &bufs.input[bufs.start..], &mut bufs.out, ctx);
         bufs.start += n;
+        let heads = self.proto.served.wrapping_sub(served);
+        if heads > 0 && !matches!(step, Step::Subscribe(_)) {
+            // A head taken from the input this turn: its response is timed
+            // until written (a subscription is not a response time).
+            self.timing.start(ctx.turn.now, heads);
+        }
         match step {
             Step::Answered | Step::Subscribe(_) => self.answered = true,
             Step::NeedInput => self.need_input = true,
             Step::Done => {}
         }
         step
+    }
+
+    /// Record the waiting responses in `into` if the output has drained:
+    /// they were all written by `now`. A request whose body is still
+    /// arriving has no response yet, so nothing is recorded until it does.
+    #[inline]
+    pub fn record_written(&mut self, now: u64, into: &mut Histogram) {
+        if !self.timing.is_empty() && !self.output_pending() && !self.in_body() {
+            self.timing.written(now, into);
+        }
     }
 
     /// Input arrived: whatever the last step found missing may be there.

@@ -6,6 +6,7 @@
 //! `/_status` is asked for: nothing is copied per turn.
 
 use crate::http::reply::push_decimal;
+use crate::metrics::Histogram;
 use crate::pubsub::PubSub;
 
 /// Monotonic counters, bumped where the event happens.
@@ -31,6 +32,8 @@ pub struct Counters {
     pub backpressure_stalls: u64,
     /// `accept` failures for want of descriptors.
     pub accept_errors: u64,
+    /// Response times (`/_metrics` only: a histogram is not a flat field).
+    pub response_time: Histogram,
 }
 
 /// Gauges: how things stand now. Each is a list length or a running
@@ -54,11 +57,19 @@ pub struct Gauges {
     pub buffers_held: usize,
     /// Access log lines dropped because the sink could not keep up.
     pub log_dropped: u64,
+    /// The loop clock: milliseconds since start (rates on the server's
+    /// clock, restarts seen).
+    pub uptime_ms: u64,
+    /// The idle timeout's range: `--idle-timeout` (quiet) and
+    /// `--min-idle-timeout` (full occupancy).
+    pub idle_timeout_max_ms: u64,
+    pub idle_timeout_min_ms: u64,
 }
 
-/// Render the flat JSON object.
-pub fn to_json(c: &Counters, g: &Gauges, ps: &PubSub) -> Vec<u8> {
-    let fields: [(&str, u64); 32] = [
+/// Every field of `/_status`, in order: the JSON object, and the samples
+/// of `/_metrics` (`metrics.rs`).
+pub fn fields(c: &Counters, g: &Gauges, ps: &PubSub) -> [(&'static str, u64); 35] {
+    [
         ("active", g.active as u64),
         ("reading", g.reading as u64),
         ("writing", g.writing as u64),
@@ -91,8 +102,16 @@ pub fn to_json(c: &Counters, g: &Gauges, ps: &PubSub) -> Vec<u8> {
         ("channels_refused", ps.refused),
         ("access_log_dropped", g.log_dropped),
         ("channel_bytes", ps.memory() as u64),
-    ];
-    let mut out = Vec::with_capacity(640);
+        ("uptime_ms", g.uptime_ms),
+        ("idle_timeout_max_ms", g.idle_timeout_max_ms),
+        ("idle_timeout_min_ms", g.idle_timeout_min_ms),
+    ]
+}
+
+/// Render the flat JSON object.
+pub fn to_json(c: &Counters, g: &Gauges, ps: &PubSub) -> Vec<u8> {
+    let fields = fields(c, g, ps);
+    let mut out = Vec::with_capacity(768);
     out.push(b'{');
     for (i, (name, value)) in fields.iter().enumerate() {
         if i > 0 {
