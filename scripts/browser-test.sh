@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Load the live page (/live.html) in headless Chromium against a fresh
 # linger on 127.0.0.1 and check that it shows the channel's history and
-# receives a message published while it is open.
+# receives a message published while it is open; then the live dashboard
+# (/_status.html, scripts/dashboard-test.py): it connects, draws, and its
+# numbers move under load.
 #
 #   scripts/browser-test.sh
 #
@@ -19,10 +21,10 @@ if ! command -v chromium >/dev/null; then
     apt-get install -y -qq chromium >/dev/null
 fi
 
-# The run is bounded: give up after two minutes whatever happens. (The
+# The run is bounded: give up after four minutes whatever happens. (The
 # one-time install above is not: stopping dpkg half-way would do harm.)
 if [[ -z "${BROWSER_TEST_CHILD:-}" ]]; then
-    BROWSER_TEST_CHILD=1 exec timeout --kill-after=5 120 bash "$self" "$@"
+    BROWSER_TEST_CHILD=1 exec timeout --kill-after=5 240 bash "$self" "$@"
 fi
 
 failures=0
@@ -137,6 +139,14 @@ if [[ -z "$ws" ]]; then
     fail "chromium printed no DevTools endpoint"; tail -5 "$work/chromium.err"
 else
     timeout 60 python3 scripts/browser-live.py "$ws" "$addr" "$msg1" "$msg2" "$msg3" || failures=$((failures + 1))
+fi
+
+# --- the live dashboard ------------------------------------------------------
+# Its own Chromium, against the same linger.
+if timeout 90 python3 scripts/dashboard-test.py "$base"; then
+    pass "dashboard (/_status.html)"
+else
+    fail "dashboard (/_status.html)"
 fi
 
 if kill -0 "$linger_pid" 2>/dev/null; then pass "linger still running"; else fail "linger died"; fi

@@ -18,6 +18,7 @@ pub mod closing;
 pub mod config;
 pub mod conn;
 pub mod delivery;
+pub mod feed;
 pub mod files;
 pub mod http;
 pub mod launch;

@@ -11,7 +11,8 @@
 //! 6. serve: round-robin passes, one request per connection per pass, at
 //!    most `--quantum` per connection per turn
 //! 7. deliver: what was published this turn goes to every subscriber
-//!    (`delivery.rs`)
+//!    (`delivery.rs`); once a second, the status JSON to every status
+//!    feed (`feed.rs`)
 //! 8. flush: one write (or sendfile) run per connection, bounded
 //! 9. settle: decide each connection's next state (`conn/decide.rs`) and
 //!    move it there (`transition.rs`)
@@ -36,6 +37,7 @@ use crate::admission::Budget;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn::{Conn, Kind, Open};
+use crate::feed::{self, Feeds};
 use crate::files::Files;
 use crate::http::Output;
 use crate::http::reply::DateCache;
@@ -93,6 +95,8 @@ pub struct Server {
     pub(crate) channels: PubSub,
     /// What the deliver phase works through (reused every turn).
     pub(crate) fresh: Vec<(ChannelId, u64)>,
+    /// Connections following the status feed (`feed.rs`).
+    pub(crate) feeds: Feeds,
     pub(crate) stats: Counters,
     pub(crate) cfg: Config,
     /// The configured timeouts in milliseconds, per state.
@@ -218,6 +222,7 @@ impl Server {
             service: Service::new(files, limits, log, cfg.publish_token.clone()),
             channels: PubSub::new(cfg.channel_history, cfg.max_channels),
             fresh: Vec::new(),
+            feeds: Feeds::default(),
             stats: Counters::default(),
             timeouts: timeouts(&cfg),
             now: clock.ms(),
@@ -326,6 +331,10 @@ impl Server {
             let left = Duration::from_millis(deadline.saturating_sub(self.now) + 1);
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
+        if !self.feeds.is_empty() {
+            let tick = self.feeds.wait(self.now);
+            timeout = timeout.min(tick).or(tick);
+        }
         timeout
     }
 
@@ -355,6 +364,9 @@ impl Server {
         self.read_phase();
         self.serve_phase();
         self.deliver_phase();
+        if !self.feeds.is_empty() {
+            self.feed_phase();
+        }
         self.flush_phase();
         self.settle_phase();
         self.expire_phase();
@@ -438,18 +450,8 @@ impl Server {
 
     /// The `/_status` gauges, from the state lists and the pool.
     pub fn gauges(&self) -> Gauges {
-        let mut g = gauges(
-            &self.timers,
-            &self.pool,
-            self.bufs_nominal,
-            &self.cfg,
-            self.idle_timeout_ms,
-            self.service.log_dropped(),
-        );
-        g.uptime_ms = self.now;
-        g.idle_timeout_max_ms = self.timeouts_idle();
-        g.idle_timeout_min_ms = self.min_idle_ms();
-        g
+        let pool = PoolFigures::of(&self.pool, self.bufs_nominal);
+        gauges(&self.timers, pool, &self.cfg, self.idle_timeout_ms, self.service.log_dropped(), self.now)
     }
 
     pub fn counters(&self) -> &Counters {
@@ -578,11 +580,17 @@ impl Server {
     /// Step 6: round-robin passes over the connections with requests.
     fn serve_phase(&mut self) {
         let turn = self.turn_info();
-        let gauge_view = self.gauges();
-        let Server { sched, batch, conns, service, channels, stats, date, cfg, pool, now, .. } = self;
+        // The gauges are read by `/_status` and `/_metrics` requests only:
+        // computed when one asks (the pool's figures copied, since the
+        // serve loop holds the pool itself).
+        let figures = PoolFigures::of(&self.pool, self.bufs_nominal);
+        let log_dropped = self.service.log_dropped();
+        let Server { sched, batch, conns, service, channels, feeds, stats, date, cfg, pool, now, timers, .. } = self;
+        let idle_ms = self.idle_timeout_ms;
         let now_secs = date.unix_secs();
         let now = *now;
-        let gauges = || gauge_view;
+        let (timers, cfg_view) = (&*timers, &*cfg);
+        let gauges = || gauges(timers, figures, cfg_view, idle_ms, log_dropped, now);
         sched.run(batch, cfg.quantum, |key| {
             let Some(conn) = conns.get_mut(key) else { return false };
             let peer = conn.peer;
@@ -603,6 +611,15 @@ impl Server {
             match o.session.serve(service, &mut ctx) {
                 Step::Answered => !o.session.is_done(),
                 Step::NeedInput | Step::Done => false,
+                Step::Subscribe(start) if start.channel == feed::STATUS_FEED => {
+                    let admitted = feeds.add(key, now);
+                    o.session.hold(start, now);
+                    if !admitted {
+                        // Past MAX_FEEDS: the first event, then the end.
+                        o.session.end_sub(SubEnd::Shed, &turn, pool);
+                    }
+                    false
+                }
                 Step::Subscribe(start) => {
                     channels.subscribe(start.channel, key, now);
                     o.session.hold(start, now);
@@ -747,7 +764,20 @@ fn timeouts(cfg: &Config) -> [u64; Kind::ALL.len()] {
 }
 
 /// The gauges, read from where they live.
-fn gauges(timers: &Timers, pool: &BufPool, nominal: usize, cfg: &Config, idle_ms: u64, log_dropped: u64) -> Gauges {
+/// The pool's part of the gauges.
+#[derive(Clone, Copy)]
+struct PoolFigures {
+    buffer_bytes: usize,
+    buffers_held: usize,
+}
+
+impl PoolFigures {
+    fn of(pool: &BufPool, nominal: usize) -> PoolFigures {
+        PoolFigures { buffer_bytes: pool.out * nominal + pool.memory(), buffers_held: pool.out }
+    }
+}
+
+fn gauges(timers: &Timers, pool: PoolFigures, cfg: &Config, idle_ms: u64, log_dropped: u64, now: u64) -> Gauges {
     let len = |k| timers.len(k);
     Gauges {
         active: Kind::ALL.iter().filter(|&&k| k != Kind::Closed).map(|&k| len(k)).sum(),
@@ -760,10 +790,12 @@ fn gauges(timers: &Timers, pool: &BufPool, nominal: usize, cfg: &Config, idle_ms
         lingering: len(Kind::AwaitFin) + len(Kind::Lingering),
         max_conns: cfg.max_conns,
         idle_timeout_ms: idle_ms,
-        buffer_bytes: pool.out * nominal + pool.memory(),
+        buffer_bytes: pool.buffer_bytes,
         max_buffer_bytes: cfg.max_buffer_memory,
-        buffers_held: pool.out,
+        buffers_held: pool.buffers_held,
         log_dropped,
-        ..Gauges::default()
+        uptime_ms: now,
+        idle_timeout_max_ms: cfg.idle_timeout.as_millis() as u64,
+        idle_timeout_min_ms: cfg.min_idle_timeout.as_millis() as u64,
     }
 }

@@ -377,7 +377,11 @@ impl Service {
         match (early, route) {
             (Some(status), Route::Publish(_)) => reply.simple(status, PUB_ALLOW),
             (Some(status), _) => reply.simple(status, b""),
-            (None, Route::Admin(page)) => admin::respond(page, head, &mut reply, ctx),
+            (None, Route::Admin(page)) => {
+                if let Some(start) = admin::respond(page, head, &mut reply, ctx, keep, self.draining) {
+                    step = Step::Subscribe(start);
+                }
+            }
             (None, Route::Publish(name)) => self.publish_route(head, name, &mut reply, ctx),
             (None, Route::Subscribe(name)) => {
                 if let Some(start) = self.subscribe(head, name, keep, &mut reply, ctx) {
