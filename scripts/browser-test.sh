@@ -3,7 +3,10 @@
 # linger on 127.0.0.1 and check that it shows the channel's history and
 # receives a message published while it is open; then the live dashboard
 # (/_status.html, scripts/dashboard-test.py): it connects, draws, and its
-# numbers move under load.
+# numbers move under load; then channels across origins (--cors-origin,
+# scripts/cors-test.py): EventSource, a preflighted fetch and a long poll
+# from a page on another port, and the browser's refusal where the origin
+# is not listed.
 #
 #   scripts/browser-test.sh
 #
@@ -147,6 +150,14 @@ if timeout 90 python3 scripts/dashboard-test.py "$base"; then
     pass "dashboard (/_status.html)"
 else
     fail "dashboard (/_status.html)"
+fi
+
+# --- channels across origins --------------------------------------------------
+# Lingers of its own: a page server and two APIs.
+if timeout 90 python3 scripts/cors-test.py target/release/linger; then
+    pass "cross-origin channels (--cors-origin)"
+else
+    fail "cross-origin channels (--cors-origin)"
 fi
 
 if kill -0 "$linger_pid" 2>/dev/null; then pass "linger still running"; else fail "linger died"; fi

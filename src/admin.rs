@@ -137,7 +137,15 @@ fn start_feed(head: &Head<'_>, reply: &mut Reply<'_>, json: &[u8], keep: bool) -
     let mut payload = format!("retry: {}\n\n", pubsub::SSE_RETRY_MS).into_bytes();
     event(&mut payload, json);
     pubsub::frame(reply.out.bytes(), &payload, chunked);
-    SubStart { channel: crate::feed::STATUS_FEED, mode: Mode::Sse, last_id: 0, chunked, keep_alive: keep, http10 }
+    SubStart {
+        channel: crate::feed::STATUS_FEED,
+        mode: Mode::Sse,
+        last_id: 0,
+        chunked,
+        keep_alive: keep,
+        http10,
+        cors: None,
+    }
 }
 
 /// One SSE event carrying `json` (one line: the JSON has no newline but

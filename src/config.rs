@@ -40,6 +40,9 @@ pub struct Config {
     pub max_channels: usize,
     pub publish_token: Option<String>,
     pub shutdown_timeout: Duration,
+    /// `--cors-origin` (repeatable, or `*`): origins whose pages may use
+    /// the channels (`cors.rs`).
+    pub cors_origins: Vec<String>,
     /// `--user NAME[:GROUP]`: the account to serve as, dropped to once the
     /// listeners are bound and the TLS key read (`privileges.rs`).
     pub user: Option<String>,
@@ -95,6 +98,7 @@ impl Default for Config {
             max_channels: 10_000,
             publish_token: None,
             shutdown_timeout: Duration::from_secs(10),
+            cors_origins: Vec::new(),
             user: None,
             group: None,
             abortive_close: false,
@@ -188,6 +192,13 @@ fn options() -> Options {
         &format!("on SIGTERM/SIGINT, time allowed to finish before exiting [{}]", secs(d.shutdown_timeout)),
         "SECS",
     );
+    o.optmulti(
+        "",
+        "cors-origin",
+        "let pages from this origin (scheme://host[:port]) use /sub/ and /pub/ across origins, repeatable, \
+         or '*' for any [off]",
+        "ORIGIN",
+    );
     o.optopt(
         "",
         "user",
@@ -275,6 +286,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     if c.publish_token.as_deref() == Some("") {
         return Err("invalid value '' for --publish-token: must not be empty".into());
     }
+    c.cors_origins = m.opt_strs("cors-origin");
+    crate::cors::check(&c.cors_origins)?;
     if let Some(v) = m.opt_str("user") {
         let (user, group) = match v.split_once(':') {
             Some((u, g)) => (u, Some(g)),
@@ -371,6 +384,8 @@ mod tests {
             &["--user", "nobody:"],
             &["--user", ":adm"],
             &["--access-log-format", "json"],
+            &["--cors-origin", "example.com"],
+            &["--cors-origin", "*", "--cors-origin", "https://a.example"],
         ] {
             let err = run(args).unwrap_err();
             assert!(!err.contains('\n') && !err.is_empty(), "{args:?}: {err}");
@@ -389,6 +404,7 @@ mod tests {
             "--access-log",
             "--user",
             "--access-log-format",
+            "--cors-origin",
         ] {
             assert!(text.contains(flag), "{flag}");
         }

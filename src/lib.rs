@@ -17,6 +17,7 @@ pub mod clock;
 pub mod closing;
 pub mod config;
 pub mod conn;
+pub mod cors;
 pub mod delivery;
 pub mod feed;
 pub mod files;

@@ -37,6 +37,7 @@ use crate::admission::Budget;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn::{Conn, Kind, Open};
+use crate::cors::Cors;
 use crate::feed::{self, Feeds};
 use crate::files::Files;
 use crate::http::Output;
@@ -219,7 +220,11 @@ impl Server {
             sched: Scheduler::default(),
             pool: BufPool::new(input_capacity, policy::POOL_MIN_FREE),
             bufs_nominal: input_capacity + OUT_HIGH_WATER as usize,
-            service: Service::new(files, limits, log, cfg.publish_token.clone()),
+            service: {
+                let mut service = Service::new(files, limits, log, cfg.publish_token.clone());
+                service.set_cors(Cors::new(&cfg.cors_origins));
+                service
+            },
             channels: PubSub::new(cfg.channel_history, cfg.max_channels),
             fresh: Vec::new(),
             feeds: Feeds::default(),
@@ -613,7 +618,7 @@ impl Server {
                 Step::NeedInput | Step::Done => false,
                 Step::Subscribe(start) if start.channel == feed::STATUS_FEED => {
                     let admitted = feeds.add(key, now);
-                    o.session.hold(start, now);
+                    o.session.hold(*start, now);
                     if !admitted {
                         // Past MAX_FEEDS: the first event, then the end.
                         o.session.end_sub(SubEnd::Shed, &turn, pool);
@@ -622,7 +627,7 @@ impl Server {
                 }
                 Step::Subscribe(start) => {
                     channels.subscribe(start.channel, key, now);
-                    o.session.hold(start, now);
+                    o.session.hold(*start, now);
                     false
                 }
             }

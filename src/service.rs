@@ -8,11 +8,13 @@
 //! which is what lets the tests and the fuzz target drive it with bytes.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 
 use log::{debug, warn};
 
 use crate::access_log::{self, AccessLog, LogFormat};
 use crate::admin;
+use crate::cors::{self, Cors};
 use crate::files::{Files, Miss, percent_decode};
 use crate::http::body::{BodyDecoder, LAST_CHUNK};
 use crate::http::parse::{self, BodyLength, Head, Method, Parsed, Reject};
@@ -53,6 +55,8 @@ pub struct SubStart {
     pub chunked: bool,
     pub keep_alive: bool,
     pub http10: bool,
+    /// CORS field lines for the responses that end it (`cors.rs`).
+    pub cors: Option<Rc<[u8]>>,
 }
 
 /// What one call to [`Service::serve_one`] achieved.
@@ -66,8 +70,10 @@ pub enum Step {
     /// No further request will be read on this connection.
     Done,
     /// The request subscribed: hold the connection (long poll) or keep
-    /// streaming to it.
-    Subscribe(SubStart),
+    /// streaming to it. Boxed: a step is returned through several calls for
+    /// every request, and at 8 bytes it travels in a register (one
+    /// allocation per subscription, which is held for long, is the price).
+    Subscribe(Box<SubStart>),
 }
 
 pub struct Service {
@@ -76,6 +82,8 @@ pub struct Service {
     log: Option<AccessLog>,
     /// `--publish-token`: when set, publishing needs `Authorization: Bearer`.
     publish_token: Option<String>,
+    /// `--cors-origin`: cross-origin access to the channel routes.
+    cors: Cors,
     /// Shutting down: every response closes its connection, and nothing
     /// new is held open.
     draining: bool,
@@ -115,7 +123,12 @@ impl<'a> Route<'a> {
 
 impl Service {
     pub fn new(files: Files, limits: Limits, log: Option<AccessLog>, token: Option<String>) -> Service {
-        Service { files, limits, log, publish_token: token, draining: false }
+        Service { files, limits, log, publish_token: token, cors: Cors::default(), draining: false }
+    }
+
+    /// Let pages from other origins use the channels (`--cors-origin`).
+    pub fn set_cors(&mut self, cors: Cors) {
+        self.cors = cors;
     }
 
     pub fn limits(&self) -> Limits {
@@ -300,7 +313,7 @@ impl Service {
                 }
             }
         }
-        self.respond(proto, head, route, early, server_close, collect, out, ctx)
+        self.respond(proto, head, raw, route, early, server_close, collect, out, ctx)
     }
 
     /// A request whose body was read and dropped: answer it now from its
@@ -313,7 +326,24 @@ impl Service {
         };
         let route = Route::of(head.path);
         let early = self.early_status(&head, &route, ctx);
-        self.respond(proto, &head, route, early, false, None, out, ctx)
+        self.respond(proto, &head, raw, route, early, false, None, out, ctx)
+    }
+
+    /// The CORS field lines for a response on a channel route
+    /// (`cors.rs`); the request's Origin is looked up in its raw head only
+    /// then. Out of line, and called only for channel routes: the static
+    /// hot path neither calls it nor grows for it.
+    #[inline(never)]
+    fn cors_grant(&self, head: &Head<'_>, raw: &[u8], route: &Route<'_>) -> Option<Rc<[u8]>> {
+        if !self.cors.is_on() {
+            return None;
+        }
+        let kind = match (route, head.method) {
+            (Route::Publish(_), Method::Options) => cors::Kind::PreflightPublish,
+            (Route::Subscribe(_), Method::Options) => cors::Kind::PreflightSubscribe,
+            _ => cors::Kind::Plain,
+        };
+        self.cors.grant(parse::field(raw, "origin"), kind)
     }
 
     /// A publish refused before its body is read (RFC 9110 §15.5.4).
@@ -332,6 +362,7 @@ impl Service {
         &mut self,
         proto: &mut Proto,
         head: &Head<'_>,
+        raw: &[u8],
         route: Route<'_>,
         early: Option<Status>,
         server_close: bool,
@@ -369,23 +400,28 @@ impl Service {
                 request_line: format!("{} {} {}", head.method_str, head.target, head.version.as_str()).into(),
                 referer: keep(head.referer),
                 user_agent: keep(head.user_agent),
+                cors: self.cors_grant(head, raw, &route),
             }));
             return Step::Answered;
         }
         let mut reply = Reply::new(out, &ctx.turn.date, persist, head.method == Method::Head);
+        if matches!(route, Route::Publish(_) | Route::Subscribe(_)) {
+            reply.cors = self.cors_grant(head, raw, &route);
+        }
         let mut step = Step::Answered;
         match (early, route) {
             (Some(status), Route::Publish(_)) => reply.simple(status, PUB_ALLOW),
             (Some(status), _) => reply.simple(status, b""),
             (None, Route::Admin(page)) => {
                 if let Some(start) = admin::respond(page, head, &mut reply, ctx, keep, self.draining) {
-                    step = Step::Subscribe(start);
+                    step = Step::Subscribe(Box::new(start));
                 }
             }
             (None, Route::Publish(name)) => self.publish_route(head, name, &mut reply, ctx),
             (None, Route::Subscribe(name)) => {
-                if let Some(start) = self.subscribe(head, name, keep, &mut reply, ctx) {
-                    step = Step::Subscribe(start);
+                if let Some(mut start) = self.subscribe(head, name, keep, &mut reply, ctx) {
+                    start.cors = reply.cors.clone();
+                    step = Step::Subscribe(Box::new(start));
                 }
             }
             (None, Route::Static) => self.static_route(head, &mut reply, ctx),
@@ -460,6 +496,7 @@ impl Service {
             proto.finish(kind);
         }
         let mut reply = Reply::new(out, &ctx.turn.date, c.persist, false);
+        reply.cors = c.cors;
         match std::str::from_utf8(&c.body) {
             Ok(text) => self.publish(&c.target, text, &mut reply, ctx),
             Err(_) => reply.simple(Status::BAD_REQUEST, b""),
@@ -564,7 +601,15 @@ impl Service {
                 }
             }
         };
-        let start = |channel, last_id, chunked| SubStart { channel, mode, last_id, chunked, keep_alive: keep, http10 };
+        let start = |channel, last_id, chunked| SubStart {
+            channel,
+            mode,
+            last_id,
+            chunked,
+            keep_alive: keep,
+            http10,
+            cors: None,
+        };
         if mode == Mode::LongPoll {
             // Hold. A `since` from the future (a restarted server) waits for
             // the next message like no `since` at all.

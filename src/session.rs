@@ -42,6 +42,8 @@ pub struct Sub {
     pub http10: bool,
     /// Loop clock when the subscription started (stream lifetime).
     pub started: u64,
+    /// CORS field lines for the responses that end it (`cors.rs`).
+    pub cors: Option<std::rc::Rc<[u8]>>,
 }
 
 /// How a subscription ends.
@@ -214,6 +216,8 @@ impl Session {
 
     /// Answer at most one request from the input. On `Step::Subscribe` the
     /// caller puts the connection on the channel's list and calls `hold`.
+    /// Inlined into the serve phase, its one caller: once per request.
+    #[inline(always)]
     pub fn serve(&mut self, service: &mut Service, ctx: &mut Ctx<'_>) -> Step {
         let Some(bufs) = self.bufs.as_mut() else { return Step::NeedInput };
         let served = self.proto.served;
@@ -258,6 +262,7 @@ impl Session {
             keep_alive: start.keep_alive,
             http10: start.http10,
             started: now,
+            cors: start.cors,
         }));
     }
 
@@ -277,7 +282,11 @@ impl Session {
         let persist = self.persist(&sub, turn);
         let out = &mut self.bufs.get_or_insert_with(|| pool.take()).out;
         match sub.mode {
-            Mode::LongPoll => service::long_poll_empty(&mut Reply::new(out, &turn.date, persist, false)),
+            Mode::LongPoll => {
+                let mut reply = Reply::new(out, &turn.date, persist, false);
+                reply.cors = sub.cors.clone();
+                service::long_poll_empty(&mut reply);
+            }
             Mode::Stream | Mode::Sse if sub.chunked => out.bytes().extend_from_slice(LAST_CHUNK),
             // Delimited by the close itself.
             Mode::Stream | Mode::Sse => sub.keep_alive = false,
@@ -342,7 +351,9 @@ impl Session {
                     self.proto.served,
                     sub.http10,
                 );
-                service::long_poll_reply(&mut Reply::new(&mut bufs.out, &turn.date, persist, false), &body);
+                let mut reply = Reply::new(&mut bufs.out, &turn.date, persist, false);
+                reply.cors = sub.cors.take();
+                service::long_poll_reply(&mut reply, &body);
                 if !sub.keep_alive {
                     let version = if sub.http10 { Version::Http10 } else { Version::Http11 };
                     self.proto.finish(CloseKind::asked_by_client(version));
@@ -453,7 +464,7 @@ mod tests {
 
     fn held(mode: Mode, chunked: bool, keep_alive: bool) -> Session {
         let mut s = Session::new();
-        let start = SubStart { channel: 0, mode, last_id: 0, chunked, keep_alive, http10: !chunked };
+        let start = SubStart { channel: 0, mode, last_id: 0, chunked, keep_alive, http10: !chunked, cors: None };
         s.hold(start, 1);
         s
     }

@@ -215,6 +215,19 @@ pub fn parse_head(input: &[u8], max_head: usize) -> Result<Parsed<'_>, Reject> {
     Ok(Parsed::Head(head))
 }
 
+/// The value of field `name` in a head that `parse_head` accepted, looked
+/// up again: for the few fields only some routes need (`Origin`, on
+/// channel routes with CORS), which would otherwise cost every request a
+/// slot in `Head`. `None` if absent, or sent more than once.
+pub fn field<'a>(head: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    req.parse(head).ok()?;
+    let mut found = req.headers.iter().filter(|f| f.name.eq_ignore_ascii_case(name)).map(|f| trim(f.value));
+    let value = found.next()?;
+    found.next().is_none().then_some(value)
+}
+
 fn too_large(input: &[u8], max_head: usize) -> Reject {
     let line_end = input.iter().position(|&b| b == b'\n');
     match line_end {
@@ -590,5 +603,15 @@ mod tests {
             assert!(matches!(parse_head(&full[..cut], 8192), Ok(Parsed::Partial)), "cut at {cut} should be partial");
         }
         assert_eq!(head(full).range, Some(&b"bytes=0-1"[..]));
+    }
+
+    #[test]
+    fn a_field_looked_up_again() {
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\norigin:  https://a.example \r\nX: y\r\n\r\n";
+        assert_eq!(field(raw, "origin"), Some(&b"https://a.example"[..]));
+        assert_eq!(field(raw, "Origin"), Some(&b"https://a.example"[..]));
+        assert_eq!(field(raw, "referer"), None);
+        let twice = b"GET / HTTP/1.1\r\nHost: a\r\nOrigin: https://a.example\r\nOrigin: https://b.example\r\n\r\n";
+        assert_eq!(field(twice, "origin"), None, "sent twice: neither");
     }
 }
