@@ -72,7 +72,8 @@ impl Writer {
         let (sink, path) = if target == "-" {
             // A duplicate of standard output, left blocking: the writer may
             // wait on it; the server's own descriptor 1 is never touched.
-            // SAFETY: dup(2) returns a new descriptor we own, or -1.
+            // SAFETY: fcntl(2) F_DUPFD_CLOEXEC returns a new descriptor we
+            // own, or -1.
             let fd = unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_DUPFD_CLOEXEC, 3) };
             if fd < 0 {
                 return Err(io::Error::last_os_error());

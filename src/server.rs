@@ -52,7 +52,7 @@ use crate::service::{Ctx, Limits, Service, Step};
 use crate::session::{SubEnd, Turn};
 use crate::status::{Counters, Gauges};
 use crate::sys;
-use crate::systemd::Notifier;
+use crate::systemd::{Notifier, notify};
 use crate::timers::Timers;
 use crate::tls::TlsConfig;
 
@@ -719,14 +719,6 @@ impl Server {
             let conns = &self.conns;
             self.runq.retain(|&k| conns.contains(k));
         }
-    }
-}
-
-/// A message to the service manager that did not go (its queue is full,
-/// or it went away) costs nothing but a line at debug level.
-pub(crate) fn notify(sent: io::Result<()>, what: &str) {
-    if let Err(e) = sent {
-        log::debug!("sd_notify {what}: {e}");
     }
 }
 
