@@ -6,7 +6,12 @@
 # CA and an ECDSA P-256 certificate made here with openssl). The browser
 # trusts that CA through an NSS database in a HOME of its own, as a user
 # who imported it would; only if certutil cannot be had does it fall back
-# to --ignore-certificate-errors (the output says which).
+# to --ignore-certificate-errors (the output says which). Then the live
+# dashboard (/_status.html, scripts/dashboard-test.py): it connects, draws,
+# and its numbers move under load; then channels across origins
+# (--cors-origin, scripts/cors-test.py): EventSource, a preflighted fetch
+# and a long poll from a page on another port, and the browser's refusal
+# where the origin is not listed.
 #
 #   scripts/browser-test.sh
 #
@@ -198,6 +203,22 @@ else
     timeout 60 python3 scripts/browser-live.py "$ws" "$addr" "$base" "$msg1" "$msg2" "$msg3" || failures=$((failures + 1))
     # Over HTTPS: the history is whatever the plain run left on the channel.
     timeout 60 python3 scripts/browser-live.py "$ws" "$addr" "$tls_base" || failures=$((failures + 1))
+fi
+
+# --- the live dashboard ------------------------------------------------------
+# Its own Chromium, against the same linger.
+if timeout 90 python3 scripts/dashboard-test.py "$base"; then
+    pass "dashboard (/_status.html)"
+else
+    fail "dashboard (/_status.html)"
+fi
+
+# --- channels across origins --------------------------------------------------
+# Lingers of its own: a page server and two APIs.
+if timeout 90 python3 scripts/cors-test.py target/release/linger; then
+    pass "cross-origin channels (--cors-origin)"
+else
+    fail "cross-origin channels (--cors-origin)"
 fi
 
 if kill -0 "$linger_pid" 2>/dev/null; then pass "linger still running"; else fail "linger died"; fi

@@ -21,6 +21,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::Duration;
 
+use crate::metrics::{HISTOGRAM_CELLS, Histogram};
 use crate::server::Server;
 use crate::status::{self, FIELDS, Field};
 
@@ -45,6 +46,8 @@ struct Slot {
     live: AtomicU64,
     /// In `status::fields` order.
     values: [AtomicU64; FIELDS],
+    /// The response-time histogram (`Histogram::cells`), for `/_metrics`.
+    response: [AtomicU64; HISTOGRAM_CELLS],
 }
 
 /// The shared region: `len` slots.
@@ -88,12 +91,15 @@ impl Board {
 
     /// Write slot `i` under its seqlock. Only one process writes a slot at
     /// a time: its worker while alive, the supervisor once it is reaped.
-    fn write(&self, i: usize, pid: u32, values: &[Field; FIELDS]) {
+    fn write(&self, i: usize, pid: u32, values: &[Field; FIELDS], response: &[u64; HISTOGRAM_CELLS]) {
         let Some(slot) = self.slot(i) else { return };
         let seq = slot.seq.load(Ordering::Relaxed);
         slot.seq.store(seq.wrapping_add(1) | 1, Ordering::Relaxed);
         fence(Ordering::Release);
         for (cell, (_, value)) in slot.values.iter().zip(values) {
+            cell.store(*value, Ordering::Relaxed);
+        }
+        for (cell, value) in slot.response.iter().zip(response) {
             cell.store(*value, Ordering::Relaxed);
         }
         slot.pid.store(u64::from(pid), Ordering::Relaxed);
@@ -102,7 +108,7 @@ impl Board {
 
     /// Slot `i` is no one's (the supervisor reaped its worker).
     pub fn vacate(&self, i: usize) {
-        self.write(i, 0, &[("", 0); FIELDS]);
+        self.write(i, 0, &[("", 0); FIELDS], &[0; HISTOGRAM_CELLS]);
         if let Some(slot) = self.slot(i) {
             slot.live.store(0, Ordering::Relaxed);
         }
@@ -124,14 +130,18 @@ impl Board {
             .min()
     }
 
-    /// Slot `i`'s values, `None` when vacant.
-    fn read(&self, i: usize) -> Option<[u64; FIELDS]> {
+    /// Slot `i`'s values and histogram, `None` when vacant.
+    fn read(&self, i: usize) -> Option<([u64; FIELDS], [u64; HISTOGRAM_CELLS])> {
         let slot = self.slot(i)?;
         let mut values = [0u64; FIELDS];
+        let mut response = [0u64; HISTOGRAM_CELLS];
         let mut pid = 0;
         for _ in 0..READ_TRIES {
             let before = slot.seq.load(Ordering::Acquire);
             for (value, cell) in values.iter_mut().zip(&slot.values) {
+                *value = cell.load(Ordering::Relaxed);
+            }
+            for (value, cell) in response.iter_mut().zip(&slot.response) {
                 *value = cell.load(Ordering::Relaxed);
             }
             pid = slot.pid.load(Ordering::Relaxed);
@@ -140,7 +150,7 @@ impl Board {
                 break;
             }
         }
-        (pid != 0).then_some(values)
+        (pid != 0).then_some((values, response))
     }
 }
 
@@ -175,11 +185,13 @@ impl Seat {
         self.board.fewest_live_but(self.index)
     }
 
-    /// Add every other live worker's figures to this worker's own.
-    pub fn total(&self, fields: &mut [Field; FIELDS]) {
+    /// Add every other live worker's figures (and response times) to this
+    /// worker's own.
+    pub fn total(&self, fields: &mut [Field; FIELDS], response_time: &mut Histogram) {
         for i in (0..self.board.len).filter(|&i| i != self.index) {
-            if let Some(theirs) = self.board.read(i) {
+            if let Some((theirs, response)) = self.board.read(i) {
                 status::combine(fields, &theirs);
+                response_time.add_cells(&response);
             }
         }
     }
@@ -206,7 +218,7 @@ impl Server {
             return;
         }
         let fields = status::fields(&self.stats, &self.gauges(), &self.channels);
-        seat.board.write(seat.index, std::process::id(), &fields);
+        seat.board.write(seat.index, std::process::id(), &fields, &self.stats.response_time.cells());
         if let Some(seat) = &mut self.seat {
             seat.published = self.now;
             seat.behind = false;
@@ -240,11 +252,11 @@ mod tests {
     #[test]
     fn the_total_is_over_live_workers_and_a_vacated_slot_drops_out() {
         let board = Board::new(3).unwrap();
-        board.write(1, 4242, &values_of(7));
-        board.write(2, 4343, &values_of(11));
+        board.write(1, 4242, &values_of(7), &[0; HISTOGRAM_CELLS]);
+        board.write(2, 4343, &values_of(11), &[0; HISTOGRAM_CELLS]);
         let seat = Seat::new(board, 0);
         let mut mine = values_of(5);
-        seat.total(&mut mine);
+        seat.total(&mut mine, &mut Histogram::default());
         assert_eq!((get(&mine, "requests"), get(&mine, "workers")), (23, 3));
         seat.board.set_live(1, 40);
         seat.board.set_live(2, 30);
@@ -252,12 +264,12 @@ mod tests {
         seat.board.vacate(2);
         assert_eq!(seat.fewest_elsewhere(), Some(40), "a vacant slot is no one's load");
         let mut mine = values_of(5);
-        seat.total(&mut mine);
+        seat.total(&mut mine, &mut Histogram::default());
         assert_eq!((get(&mine, "requests"), get(&mine, "workers")), (12, 2));
         // A replacement in slot 2 starts from its own figures.
-        seat.board.write(2, 4444, &values_of(1));
+        seat.board.write(2, 4444, &values_of(1), &[0; HISTOGRAM_CELLS]);
         let mut mine = values_of(5);
-        seat.total(&mut mine);
+        seat.total(&mut mine, &mut Histogram::default());
         assert_eq!((get(&mine, "requests"), get(&mine, "workers")), (13, 3));
     }
 
@@ -266,17 +278,17 @@ mod tests {
         let board = Board::new(2).unwrap();
         let slot = board.slot(1).unwrap();
         let requests = values_of(0).iter().position(|(n, _)| *n == "requests").unwrap();
-        board.write(1, 9, &values_of(3));
+        board.write(1, 9, &values_of(3), &[0; HISTOGRAM_CELLS]);
         assert_eq!(slot.seq.load(Ordering::Relaxed) % 2, 0, "stable after a write");
         // A writer caught in the middle (or killed there): the reader
         // retries, then takes what it has rather than wait (it never
         // blocks), and the next write leaves the slot stable again.
         let seq = slot.seq.load(Ordering::Relaxed);
         slot.seq.store(seq + 1, Ordering::Relaxed);
-        assert_eq!(board.read(1).map(|v| v[requests]), Some(3));
-        board.write(1, 9, &values_of(4));
+        assert_eq!(board.read(1).map(|(v, _)| v[requests]), Some(3));
+        board.write(1, 9, &values_of(4), &[0; HISTOGRAM_CELLS]);
         assert_eq!(slot.seq.load(Ordering::Relaxed) % 2, 0);
-        assert_eq!(board.read(1).map(|v| v[requests]), Some(4));
+        assert_eq!(board.read(1).map(|(v, _)| v[requests]), Some(4));
         assert!(board.read(5).is_none(), "no such slot");
         assert!(board.read(0).is_none(), "vacant");
     }
@@ -285,12 +297,15 @@ mod tests {
     fn a_forked_process_writes_where_its_parent_reads() {
         let board = Board::new(2).unwrap();
         let values = values_of(42);
+        let mut h = Histogram::default();
+        h.observe(3, 2);
+        let response = h.cells();
         // SAFETY: the test harness has threads, so the child does nothing
         // but atomic stores and _exit (no allocation); the parent waits.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
-            board.write(1, 77, &values);
+            board.write(1, 77, &values, &response);
             // SAFETY: leave without running the test harness's exit path.
             unsafe { libc::_exit(0) };
         }
@@ -299,7 +314,9 @@ mod tests {
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
         let seat = Seat::new(board, 0);
         let mut mine = values_of(0);
-        seat.total(&mut mine);
+        let mut times = Histogram::default();
+        seat.total(&mut mine, &mut times);
         assert_eq!(get(&mine, "requests"), 42);
+        assert_eq!((times.count(), times.sum_ms()), (2, 6), "the response times came along");
     }
 }

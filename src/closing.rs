@@ -37,6 +37,7 @@ impl Server {
             return;
         }
         info!("shutting down: {} connections to finish", self.conns.len());
+        crate::systemd::notify(self.notifier.stopping(), "STOPPING=1");
         self.draining = Some(self.now + self.cfg.shutdown_timeout.as_millis() as u64);
         self.service.set_draining();
         // Clients already in the backlog connected before we stopped: they

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use getopts::Options;
 
+use crate::access_log::LogFormat;
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Plain HTTP listeners (`--listen`, repeatable).
@@ -30,6 +32,7 @@ pub struct Config {
     pub max_body_bytes: u64,
     pub max_buffer_memory: usize,
     pub access_log: Option<String>,
+    pub access_log_format: LogFormat,
     pub longpoll_timeout: Duration,
     pub sse_ping: Duration,
     pub stream_lifetime: Duration,
@@ -43,6 +46,13 @@ pub struct Config {
     /// supervisor. Above 1, each worker has `max_conns` slots and
     /// `max_buffer_memory` of its own (nginx's `worker_connections`).
     pub workers: usize,
+    /// `--cors-origin` (repeatable, or `*`): origins whose pages may use
+    /// the channels (`cors.rs`).
+    pub cors_origins: Vec<String>,
+    /// `--user NAME[:GROUP]`: the account to serve as, dropped to once the
+    /// listeners are bound and the TLS key read (`privileges.rs`).
+    pub user: Option<String>,
+    pub group: Option<String>,
     /// Test-only: close abortively instead of lingering, to prove the
     /// lingering tests can fail. Set by `LINGER_TEST_ABORTIVE_CLOSE=1`;
     /// deliberately not a flag.
@@ -77,6 +87,7 @@ impl Default for Config {
             // §11: memory, not CPU, is the controlling resource.
             max_buffer_memory: 256 << 20,
             access_log: None,
+            access_log_format: LogFormat::Common,
             // RFC 6202 §5.5: 30 s is the safe value for intermediaries.
             longpoll_timeout: Duration::from_secs(30),
             // Well inside the idle cut-off of common proxies.
@@ -97,6 +108,9 @@ impl Default for Config {
             // One process unless asked: a second process changes what a
             // channel is (it would be split without a broker).
             workers: 1,
+            cors_origins: Vec::new(),
+            user: None,
+            group: None,
             abortive_close: false,
         }
     }
@@ -167,7 +181,13 @@ fn options() -> Options {
         &format!("connection buffer memory that counts as full occupancy [{}]", d.max_buffer_memory),
         "BYTES",
     );
-    o.optopt("", "access-log", "Common Log Format, '-' for stdout [off]", "PATH");
+    o.optopt("", "access-log", "access log file (see --access-log-format), '-' for stdout [off]", "PATH");
+    o.optopt(
+        "",
+        "access-log-format",
+        "common (Common Log Format) or combined (adds Referer and User-Agent) [common]",
+        "FORMAT",
+    );
     o.optopt("", "longpoll-timeout", &format!("how long a long poll is held [{}]", secs(d.longpoll_timeout)), "SECS");
     o.optopt("", "sse-ping", &format!("keep-alive comment interval on event streams [{}]", secs(d.sse_ping)), "SECS");
     o.optopt(
@@ -196,6 +216,20 @@ fn options() -> Options {
         "workers",
         &format!("worker processes, or 'auto' for one per CPU this process may use [{}]", d.workers),
         "N|auto",
+    );
+    o.optmulti(
+        "",
+        "cors-origin",
+        "let pages from this origin (scheme://host[:port]) use /sub/ and /pub/ across origins, repeatable, \
+         or '*' for any [off]",
+        "ORIGIN",
+    );
+    o.optopt(
+        "",
+        "user",
+        "bind (or inherit) the listeners and read the TLS key, then serve as this user (and group); \
+         needs root [off]",
+        "NAME[:GROUP]",
     );
     o.optflag("h", "help", "print this help");
     o.optflag("V", "version", "print the version");
@@ -263,6 +297,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         c.min_idle_timeout = c.idle_timeout;
     }
     c.access_log = m.opt_str("access-log");
+    if let Some(v) = m.opt_str("access-log-format") {
+        c.access_log_format = LogFormat::parse(&v)
+            .ok_or_else(|| format!("invalid value '{v}' for --access-log-format: expected common or combined"))?;
+    }
     c.longpoll_timeout = seconds(&m, "longpoll-timeout", c.longpoll_timeout)?;
     c.sse_ping = seconds(&m, "sse-ping", c.sse_ping)?;
     c.stream_lifetime = seconds(&m, "stream-lifetime", c.stream_lifetime)?;
@@ -276,6 +314,19 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     c.workers = workers(&m)?;
     if c.publish_token.as_deref() == Some("") {
         return Err("invalid value '' for --publish-token: must not be empty".into());
+    }
+    c.cors_origins = m.opt_strs("cors-origin");
+    crate::cors::check(&c.cors_origins)?;
+    if let Some(v) = m.opt_str("user") {
+        let (user, group) = match v.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (v.as_str(), None),
+        };
+        if user.is_empty() || group == Some("") {
+            return Err(format!("invalid value '{v}' for --user: expected NAME or NAME:GROUP"));
+        }
+        c.user = Some(user.to_owned());
+        c.group = group.map(str::to_owned);
     }
     c.abortive_close = std::env::var_os("LINGER_TEST_ABORTIVE_CLOSE").is_some_and(|v| v == "1");
     Ok(Command::Run(Box::new(c)))
@@ -351,6 +402,8 @@ mod tests {
         assert_eq!((c.listen.len(), c.tls_listen.len()), (1, 1));
         let c = run(&["--tls-listen", "127.0.0.1:0", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
         assert!(c.listen.is_empty(), "--tls-listen alone serves HTTPS only");
+        let c = run(&["--user", "www-data:adm"]).unwrap();
+        assert_eq!((c.user.as_deref(), c.group.as_deref()), (Some("www-data"), Some("adm")));
         let c = run(&["--listen", "127.0.0.1:0", "--idle-timeout", "0.5", "--quantum", "8"]).unwrap();
         assert_eq!(c.idle_timeout, Duration::from_millis(500));
         assert_eq!(c.min_idle_timeout, Duration::from_millis(500));
@@ -380,6 +433,12 @@ mod tests {
             &["--workers", "many"],
             &["--workers", "-2"],
             &["--workers", "257"],
+            &["--user", ""],
+            &["--user", "nobody:"],
+            &["--user", ":adm"],
+            &["--access-log-format", "json"],
+            &["--cors-origin", "example.com"],
+            &["--cors-origin", "*", "--cors-origin", "https://a.example"],
         ] {
             let err = run(args).unwrap_err();
             assert!(!err.contains('\n') && !err.is_empty(), "{args:?}: {err}");
@@ -389,7 +448,17 @@ mod tests {
     #[test]
     fn help_lists_every_flag_with_its_default() {
         let Ok(Command::Help(text)) = parse(&["--help".to_string()]) else { panic!() };
-        for flag in ["--listen", "--root", "--max-conns", "--idle-timeout", "--quantum", "--access-log"] {
+        for flag in [
+            "--listen",
+            "--root",
+            "--max-conns",
+            "--idle-timeout",
+            "--quantum",
+            "--access-log",
+            "--user",
+            "--access-log-format",
+            "--cors-origin",
+        ] {
             assert!(text.contains(flag), "{flag}");
         }
         assert!(text.contains("[127.0.0.1:8080]") && text.contains("[10000]"));

@@ -10,6 +10,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod access_log;
+pub mod admin;
 pub mod admission;
 pub mod board;
 pub mod broker;
@@ -17,11 +18,16 @@ pub mod clock;
 pub mod closing;
 pub mod config;
 pub mod conn;
+pub mod cors;
 pub mod delivery;
+pub mod feed;
 pub mod files;
 pub mod http;
+pub mod launch;
 pub mod list;
 pub mod listeners;
+pub mod log_writer;
+pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod privileges;

@@ -4,6 +4,7 @@
 //! hot path is a decision").
 
 use crate::http::Output;
+use crate::metrics::Pending;
 
 /// Per-connection buffers: taken from the pool when there is work, given
 /// back when the connection goes idle, so an idle connection holds none.
@@ -14,6 +15,9 @@ pub struct Bufs {
     /// Start of the unconsumed input.
     pub start: usize,
     pub out: Output,
+    /// When the responses not yet written were asked for (the
+    /// response-time histogram, `metrics.rs`).
+    pub timing: Pending,
 }
 
 impl Bufs {
@@ -78,7 +82,12 @@ impl BufPool {
             // Input is reserved on the first read: a subscriber that is only
             // written to never needs an input buffer. Output starts with
             // room for a few small responses instead of doubling up to it.
-            None => Box::new(Bufs { input: Vec::new(), start: 0, out: Output::with_capacity(OUTPUT_START) }),
+            None => Box::new(Bufs {
+                input: Vec::new(),
+                start: 0,
+                out: Output::with_capacity(OUTPUT_START),
+                timing: Pending::default(),
+            }),
         }
     }
 
@@ -87,6 +96,7 @@ impl BufPool {
         let recent = self.peak.max(self.prev_peak);
         if self.free.len() < self.min_free || self.out + self.free.len() < recent {
             bufs.start = 0;
+            bufs.timing = Pending::default();
             bufs.input.clear();
             // A buffer grown for a large head (`--max-header-bytes` can be
             // big) or a large response is not worth keeping for everyone.

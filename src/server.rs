@@ -11,7 +11,8 @@
 //! 6. serve: round-robin passes, one request per connection per pass, at
 //!    most `--quantum` per connection per turn
 //! 7. deliver: what was published this turn goes to every subscriber
-//!    (`delivery.rs`)
+//!    (`delivery.rs`); once a second, the status JSON to every status
+//!    feed (`feed.rs`)
 //! 8. flush: one write (or sendfile) run per connection, bounded
 //! 9. settle: decide each connection's next state (`conn/decide.rs`) and
 //!    move it there (`transition.rs`)
@@ -39,12 +40,15 @@ use crate::board::Seat;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn::{Conn, Kind, Open};
+use crate::cors::Cors;
+use crate::feed::{self, Feeds};
 use crate::files::Files;
 use crate::http::Output;
 use crate::http::reply::DateCache;
 use crate::listeners::{self, Bound, Listeners};
 use crate::policy::{self, DRAIN_BUDGET, FLUSH_THRESHOLD, OUT_HIGH_WATER, WRITE_BUDGET};
 use crate::pool::BufPool;
+use crate::privileges;
 use crate::pubsub::{ChannelId, PubSub};
 use crate::relay::{BROKER, News, Relay, RelayStats};
 use crate::sched::Scheduler;
@@ -52,6 +56,7 @@ use crate::service::{Ctx, Limits, Service, Step};
 use crate::session::{SubEnd, Turn};
 use crate::status::{Counters, Gauges};
 use crate::sys;
+use crate::systemd::{Notifier, notify};
 use crate::timers::Timers;
 use crate::tls::TlsConfig;
 
@@ -76,6 +81,8 @@ pub struct Server {
     pub(crate) tls: Option<TlsConfig>,
     /// The read end of the signal self-pipe, when signals are watched.
     signals: Option<OwnedFd>,
+    /// sd_notify(3) to the service manager (a no-op without one).
+    pub(crate) notifier: Notifier,
     /// Shutting down: the loop clock by which to be gone.
     pub(crate) draining: Option<u64>,
     pub(crate) conns: Slab<Conn>,
@@ -97,6 +104,8 @@ pub struct Server {
     pub(crate) relay: Option<Relay>,
     pub(crate) broker_events: Vec<crate::broker::Event>,
     pub(crate) news: Vec<News>,
+    /// Connections following the status feed (`feed.rs`).
+    pub(crate) feeds: Feeds,
     pub(crate) stats: Counters,
     pub(crate) cfg: Config,
     /// The configured timeouts in milliseconds, per state.
@@ -116,6 +125,7 @@ pub struct Server {
     pub(crate) scratch: Box<[u8]>,
     shutdown_requested: bool,
     reload_requested: bool,
+    reopen_requested: bool,
     /// Accept failed for want of descriptors; retry when one closes.
     pub(crate) accept_starved: bool,
     pub(crate) reserve: Option<File>,
@@ -192,10 +202,19 @@ impl Server {
         };
         let poll = Poll::new()?;
         let listeners = Listeners::register(bound, poll.registry())?;
+        if let Some(user) = &cfg.user {
+            // Bound (or inherited) and the TLS key read: from here on, as
+            // `--user`, before a single request (`launch.rs`). A failed
+            // drop is an error, never a server still running as root.
+            privileges::drop_to(user, cfg.group.as_deref()).map_err(io::Error::other)?;
+            info!("serving as {user}{}", cfg.group.as_deref().map_or(String::new(), |g| format!(":{g}")));
+        }
         let listening = listeners.addrs();
         let wall = clock.wall();
         let files = Files::with_open_files(cfg.root.as_deref(), wall, budget.files)?;
-        let log = cfg.access_log.as_deref().map(AccessLog::open).transpose()?;
+        // After the drop above: the log is opened, and its writer forked,
+        // as the serving user (`log_writer.rs`).
+        let log = cfg.access_log.as_deref().map(|t| AccessLog::open(t, cfg.access_log_format)).transpose()?;
         let limits =
             Limits { max_head: cfg.max_header_bytes, max_body: cfg.max_body_bytes, max_requests: cfg.max_requests };
         let mut service = Service::new(files, limits, log, cfg.publish_token.clone());
@@ -203,6 +222,7 @@ impl Server {
             // Each worker would hold its own copy of every channel.
             service.refuse_channels();
         }
+        service.set_cors(Cors::new(&cfg.cors_origins));
         // The input buffer holds a whole head with room to spare, so an
         // oversized head is detected (431) before the buffer is full.
         let input_capacity = (16 * 1024).max(cfg.max_header_bytes + 1024);
@@ -222,6 +242,7 @@ impl Server {
             listening,
             tls,
             signals: None,
+            notifier: Notifier::default(),
             draining: None,
             // All slots up front: growing by doubling would copy the records
             // and leave the old arrays' pages resident. Untouched capacity
@@ -240,6 +261,7 @@ impl Server {
             relay,
             broker_events: Vec::new(),
             news: Vec::new(),
+            feeds: Feeds::default(),
             stats: Counters::default(),
             timeouts: timeouts(&cfg),
             now: clock.ms(),
@@ -252,6 +274,7 @@ impl Server {
             scratch: vec![0; DRAIN_BUDGET].into_boxed_slice(),
             shutdown_requested: false,
             reload_requested: false,
+            reopen_requested: false,
             accept_starved: false,
             reserve: sys::reserve_fd(),
             accept_deferred: None,
@@ -280,9 +303,18 @@ impl Server {
         Ok(())
     }
 
+    /// Tell the service manager about the server's state changes
+    /// (`READY=1`, `STOPPING=1`, `RELOADING=1`; `systemd.rs`).
+    pub fn set_notifier(&mut self, notifier: Notifier) {
+        self.notifier = notifier;
+    }
+
     /// Run until a shutdown has finished: every connection gone, or
     /// `--shutdown-timeout` passed.
     pub fn run(&mut self) -> io::Result<()> {
+        // The listeners are open and privileges dropped: systemd may start
+        // what is ordered after this unit.
+        notify(self.notifier.ready(), "READY=1");
         loop {
             let wait = self.poll_timeout();
             self.turn(wait)?;
@@ -312,10 +344,14 @@ impl Server {
     /// old one kept.
     pub fn reload_tls(&mut self) {
         let Some(tls) = self.tls.as_mut() else { return };
+        // sd_notify(3): RELOADING=1 now, READY=1 once done (refused or not,
+        // the server goes on serving), so `systemctl reload` waits for it.
+        notify(self.notifier.reloading(), "RELOADING=1");
         match tls.reload() {
             Ok(()) => info!("TLS certificate and key reloaded"),
             Err(e) => warn!("TLS reload refused, the old certificate stays: {e}"),
         }
+        notify(self.notifier.ready(), "READY=1");
     }
 
     /// Move a manual clock to `ms` since start (tests).
@@ -341,6 +377,10 @@ impl Server {
             let left = Duration::from_millis(deadline.saturating_sub(self.now) + 1);
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
+        if !self.feeds.is_empty() {
+            let tick = self.feeds.wait(self.now);
+            timeout = timeout.min(tick).or(tick);
+        }
         timeout
     }
 
@@ -359,6 +399,10 @@ impl Server {
         if std::mem::take(&mut self.reload_requested) {
             self.reload_tls();
         }
+        if std::mem::take(&mut self.reopen_requested) {
+            info!("SIGUSR1: reopening the access log");
+            self.service.reopen_log();
+        }
         if self.listeners.any_ready() {
             self.accept_phase();
         }
@@ -367,6 +411,9 @@ impl Server {
         self.broker_phase();
         self.serve_phase();
         self.deliver_phase();
+        if !self.feeds.is_empty() {
+            self.feed_phase();
+        }
         self.broker_flush();
         self.flush_phase();
         self.settle_phase();
@@ -453,7 +500,7 @@ impl Server {
     /// The `/_status` gauges, from the state lists and the pool.
     pub fn gauges(&self) -> Gauges {
         let copied = (self.pool.out, self.pool.memory(), self.idle_timeout_ms, self.service.log_dropped());
-        gauges_from(&self.timers, copied, self.bufs_nominal, &self.cfg, self.relay.as_ref().map(|r| r.stats))
+        gauges_from(&self.timers, copied, self.bufs_nominal, &self.cfg, self.relay.as_ref().map(|r| r.stats), self.now)
     }
 
     pub fn counters(&self) -> &Counters {
@@ -509,6 +556,8 @@ impl Server {
                 self.shutdown_requested = true;
             } else if b == sys::SIG_RELOAD {
                 self.reload_requested = true;
+            } else if b == sys::SIG_REOPEN {
+                self.reopen_requested = true;
             }
         }
     }
@@ -586,17 +635,32 @@ impl Server {
     /// Step 6: round-robin passes over the connections with requests.
     fn serve_phase(&mut self) {
         let turn = self.turn_info();
-        // The gauges are computed only if a `/_status` request asks: from
-        // the lists, and a few values copied here (the rest of the server is
-        // lent to the scheduler's closure).
+        // The gauges are computed only if a `/_status` or `/_metrics`
+        // request asks: from the lists, and a few values copied here (the
+        // rest of the server is lent to the scheduler's closure).
         let copied = (self.pool.out, self.pool.memory(), self.idle_timeout_ms, self.service.log_dropped());
         let broker = self.relay.as_ref().map(|r| r.stats);
-        let Server { sched, batch, conns, service, channels, stats, date, cfg, pool, now, relay, timers, seat, .. } =
-            self;
+        let Server {
+            sched,
+            batch,
+            conns,
+            service,
+            channels,
+            feeds,
+            stats,
+            date,
+            cfg,
+            pool,
+            now,
+            relay,
+            timers,
+            seat,
+            ..
+        } = self;
         let (timers, limits, nominal, seat) = (&*timers, &*cfg, self.bufs_nominal, seat.as_ref());
-        let gauges = move || gauges_from(timers, copied, nominal, limits, broker);
-        let now_secs = date.unix_secs();
         let now = *now;
+        let gauges = move || gauges_from(timers, copied, nominal, limits, broker, now);
+        let now_secs = date.unix_secs();
         sched.run(batch, cfg.quantum, |key| {
             let Some(conn) = conns.get_mut(key) else { return false };
             let peer = conn.peer.addr();
@@ -617,9 +681,18 @@ impl Server {
             match o.session.serve(service, &mut ctx) {
                 Step::Answered => !o.session.is_done(),
                 Step::NeedInput | Step::Done => false,
+                Step::Subscribe(start) if start.channel == feed::STATUS_FEED => {
+                    let admitted = feeds.add(key, now);
+                    o.session.hold(*start, now);
+                    if !admitted {
+                        // Past MAX_FEEDS: the first event, then the end.
+                        o.session.end_sub(SubEnd::Shed, &turn, pool);
+                    }
+                    false
+                }
                 Step::Subscribe(start) => {
                     channels.subscribe(start.channel, key, now);
-                    o.session.hold(start, now);
+                    o.session.hold(*start, now);
                     false
                 }
                 Step::Publish(publish) => {
@@ -652,6 +725,9 @@ impl Server {
             let owed = s.is_done() && o.sock.owes_close_notify();
             if o.sock.writable && (s.output_pending() || o.sock.wants_write() || owed) {
                 flush(key, o);
+                if !o.sock.wants_write() {
+                    o.session.record_written(self.now, &mut self.stats.response_time);
+                }
             }
         }
     }
@@ -767,6 +843,7 @@ fn gauges_from(
     nominal: usize,
     cfg: &Config,
     broker: Option<RelayStats>,
+    now: u64,
 ) -> Gauges {
     let (buffers_held, free_bytes, idle_timeout_ms, log_dropped) = copied;
     let len = |k| timers.len(k);
@@ -790,5 +867,8 @@ fn gauges_from(
         broker_reconnects: broker.reconnects,
         broker_gaps_filled: broker.gaps_filled,
         broker_refused: broker.refused,
+        uptime_ms: now,
+        idle_timeout_max_ms: cfg.idle_timeout.as_millis() as u64,
+        idle_timeout_min_ms: cfg.min_idle_timeout.as_millis() as u64,
     }
 }

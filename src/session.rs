@@ -12,6 +12,7 @@
 use crate::http::body::LAST_CHUNK;
 use crate::http::reply;
 use crate::http::{CloseKind, Output, Persist, Proto, Reading, Reply, Status, Version};
+use crate::metrics::Histogram;
 use crate::policy::{RETRY_AFTER_SECS, SUB_MAX_QUEUE, SUB_SEGMENT};
 use crate::pool::{BufPool, Bufs};
 use crate::pubsub::{self, Channel, ChannelId, Message, Mode};
@@ -46,6 +47,8 @@ pub struct Sub {
     pub waiting: bool,
     /// Start from whatever is newest once the history is here (no `since`).
     pub from_now: bool,
+    /// CORS field lines for the responses that end it (`cors.rs`).
+    pub cors: Option<std::rc::Rc<[u8]>>,
 }
 
 /// How a subscription ends.
@@ -122,10 +125,15 @@ impl Session {
     /// Give the buffers back when they hold nothing: a connection with no
     /// work holds none.
     #[inline]
-    pub fn release_if_empty(&mut self, pool: &mut BufPool) {
+    pub fn release_if_empty(&mut self, pool: &mut BufPool, now: u64, times: &mut Histogram) {
         if self.bufs.as_ref().is_some_and(|b| !b.has_input() && b.out.is_empty())
-            && let Some(bufs) = self.bufs.take()
+            && let Some(mut bufs) = self.bufs.take()
         {
+            if !bufs.timing.is_empty() {
+                // Every response was handed to the socket (over TLS, some of
+                // its records may still be on their way: within a turn).
+                bufs.timing.written(now, times);
+            }
             pool.give(bufs);
         }
     }
@@ -247,16 +255,42 @@ impl Session {
 
     /// Answer at most one request from the input. On `Step::Subscribe` the
     /// caller puts the connection on the channel's list and calls `hold`.
+    /// Inlined into the serve phase, its one caller: once per request.
+    #[inline(always)]
     pub fn serve(&mut self, service: &mut Service, ctx: &mut Ctx<'_>) -> Step {
         let Some(bufs) = self.bufs.as_mut() else { return Step::NeedInput };
+        let served = self.proto.served;
         let (n, step) = service.serve_one(&mut self.proto, &bufs.input[bufs.start..], &mut bufs.out, ctx);
         bufs.start += n;
+        let heads = self.proto.served.wrapping_sub(served);
+        if heads > 0 && !matches!(step, Step::Subscribe(_)) {
+            // A head taken from the input this turn: its response is timed
+            // until written (a subscription is not a response time). The
+            // stamps live with the buffers, which a response needs anyway:
+            // an idle connection pays nothing for them.
+            bufs.timing.start(ctx.turn.now, heads);
+        }
         match step {
             Step::Answered | Step::Subscribe(_) | Step::Publish(_) => self.answered = true,
             Step::NeedInput => self.need_input = true,
             Step::Done => {}
         }
         step
+    }
+
+    /// Record the waiting responses in `into` if the output has drained:
+    /// they were all written by `now`. A request whose body is still
+    /// arriving has no response yet, so nothing is recorded until it does.
+    #[inline]
+    pub fn record_written(&mut self, now: u64, into: &mut Histogram) {
+        let in_body = self.in_body();
+        if let Some(b) = self.bufs.as_mut()
+            && !b.timing.is_empty()
+            && b.out.is_empty()
+            && !in_body
+        {
+            b.timing.written(now, into);
+        }
     }
 
     /// Input arrived: whatever the last step found missing may be there.
@@ -276,6 +310,7 @@ impl Session {
             keep_alive: start.keep_alive,
             http10: start.http10,
             started: now,
+            cors: start.cors,
         })));
     }
 
@@ -335,7 +370,11 @@ impl Session {
         let persist = self.persist(&sub, turn);
         let out = &mut self.bufs.get_or_insert_with(|| pool.take()).out;
         match sub.mode {
-            Mode::LongPoll => service::long_poll_empty(&mut Reply::new(out, &turn.date, persist, false)),
+            Mode::LongPoll => {
+                let mut reply = Reply::new(out, &turn.date, persist, false);
+                reply.cors = sub.cors.clone();
+                service::long_poll_empty(&mut reply);
+            }
             Mode::Stream | Mode::Sse if sub.chunked => out.bytes().extend_from_slice(LAST_CHUNK),
             // Delimited by the close itself.
             Mode::Stream | Mode::Sse => sub.keep_alive = false,
@@ -400,7 +439,9 @@ impl Session {
                     self.proto.served,
                     sub.http10,
                 );
-                service::long_poll_reply(&mut Reply::new(&mut bufs.out, &turn.date, persist, false), &body);
+                let mut reply = Reply::new(&mut bufs.out, &turn.date, persist, false);
+                reply.cors = sub.cors.take();
+                service::long_poll_reply(&mut reply, &body);
                 if !sub.keep_alive {
                     let version = if sub.http10 { Version::Http10 } else { Version::Http11 };
                     self.proto.finish(CloseKind::asked_by_client(version));
@@ -514,8 +555,16 @@ mod tests {
 
     fn held(mode: Mode, chunked: bool, keep_alive: bool) -> Session {
         let mut s = Session::new();
-        let start =
-            SubStart { channel: 0, mode, last_id: Some(0), filled: true, chunked, keep_alive, http10: !chunked };
+        let start = SubStart {
+            channel: 0,
+            mode,
+            last_id: Some(0),
+            filled: true,
+            chunked,
+            keep_alive,
+            http10: !chunked,
+            cors: None,
+        };
         s.hold(start, 1);
         s
     }

@@ -9,11 +9,9 @@
 //! own); `/_status?workers=all` adds the other live workers' figures from
 //! the shared board (`board.rs`), each field combined by [`combine`].
 
-use crate::http::parse::{Head, Method};
 use crate::http::reply::push_decimal;
-use crate::http::{Reply, Status};
+use crate::metrics::Histogram;
 use crate::pubsub::PubSub;
-use crate::service::{Ctx, STATIC_ALLOW, options};
 
 /// Monotonic counters, bumped where the event happens.
 #[derive(Default, Debug, Clone)]
@@ -38,6 +36,8 @@ pub struct Counters {
     pub backpressure_stalls: u64,
     /// `accept` failures for want of descriptors.
     pub accept_errors: u64,
+    /// Response times (`/_metrics` only: a histogram is not a flat field).
+    pub response_time: Histogram,
 }
 
 /// Gauges: how things stand now. Each is a list length or a running
@@ -68,39 +68,24 @@ pub struct Gauges {
     pub broker_reconnects: u64,
     pub broker_gaps_filled: u64,
     pub broker_refused: u64,
-}
-
-/// `GET /_status`: the counters as flat JSON, for loopback clients only;
-/// `?workers=all` adds the other workers' (`board.rs`).
-pub(crate) fn respond(head: &Head<'_>, reply: &mut Reply<'_>, ctx: &Ctx<'_>) {
-    if !ctx.peer.ip().is_loopback() {
-        return reply.simple(Status::FORBIDDEN, b"");
-    }
-    match head.method {
-        Method::Get | Method::Head => {}
-        Method::Options => return options(reply, STATIC_ALLOW),
-        _ => return reply.simple(Status::METHOD_NOT_ALLOWED, STATIC_ALLOW),
-    }
-    let mut figures = fields(ctx.stats, &(ctx.gauges)(), ctx.channels);
-    if wants_all_workers(head.query)
-        && let Some(seat) = ctx.seat
-    {
-        seat.total(&mut figures);
-    }
-    let json = render(&figures);
-    let buf = reply.start(Status::OK);
-    buf.extend_from_slice(b"Content-Type: application/json\r\nCache-Control: no-cache\r\n");
-    reply.end_head(json.len() as u64);
-    reply.body(&json);
+    /// The loop clock: milliseconds since start (rates on the server's
+    /// clock, restarts seen).
+    pub uptime_ms: u64,
+    /// The idle timeout's range: `--idle-timeout` (quiet) and
+    /// `--min-idle-timeout` (full occupancy).
+    pub idle_timeout_max_ms: u64,
+    pub idle_timeout_min_ms: u64,
 }
 
 /// How many fields `/_status` has.
-pub const FIELDS: usize = 37;
+pub const FIELDS: usize = 40;
 
 /// One field of `/_status`: its name (a contract) and value.
 pub type Field = (&'static str, u64);
 
-/// Every field, in the order of the JSON object (new ones go last).
+/// Every field, in the order of the JSON object (new ones go last): the
+/// JSON of `/_status`, the samples of `/_metrics` (`metrics.rs`) and a
+/// worker's slot on the board.
 pub fn fields(c: &Counters, g: &Gauges, ps: &PubSub) -> [Field; FIELDS] {
     [
         ("active", g.active as u64),
@@ -142,17 +127,21 @@ pub fn fields(c: &Counters, g: &Gauges, ps: &PubSub) -> [Field; FIELDS] {
         // How many workers the figures cover: summed like a counter, so
         // `?workers=all` says how many were live.
         ("workers", 1),
+        ("uptime_ms", g.uptime_ms),
+        ("idle_timeout_max_ms", g.idle_timeout_max_ms),
+        ("idle_timeout_min_ms", g.idle_timeout_min_ms),
     ]
 }
 
 /// Add `other` (another worker's values, in [`fields`] order) into `into`.
 /// Counters, gauges and limits add up (`max_conns` is then the server's
-/// slots); `pid` stays the answering worker's; `idle_timeout_ms` is the
-/// lowest in force, the most loaded worker's.
+/// slots); `pid` and `uptime_ms` stay the answering worker's, as do the
+/// configured idle timeout bounds; `idle_timeout_ms` is the lowest in
+/// force, the most loaded worker's.
 pub fn combine(into: &mut [Field; FIELDS], other: &[u64; FIELDS]) {
     for ((name, value), &theirs) in into.iter_mut().zip(other) {
         match *name {
-            "pid" => {}
+            "pid" | "uptime_ms" | "idle_timeout_max_ms" | "idle_timeout_min_ms" => {}
             "idle_timeout_ms" => *value = (*value).min(theirs),
             _ => *value = value.saturating_add(theirs),
         }
@@ -164,9 +153,14 @@ pub fn wants_all_workers(query: &str) -> bool {
     query.split('&').any(|pair| pair == "workers=all")
 }
 
+/// The flat JSON object of one process's figures.
+pub fn to_json(c: &Counters, g: &Gauges, ps: &PubSub) -> Vec<u8> {
+    render(&fields(c, g, ps))
+}
+
 /// Render the flat JSON object.
 pub fn render(fields: &[Field]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(640);
+    let mut out = Vec::with_capacity(768);
     out.push(b'{');
     for (i, (name, value)) in fields.iter().enumerate() {
         if i > 0 {
@@ -191,7 +185,7 @@ mod tests {
         let g = Gauges { idle_timeout_ms: 60000, ..Gauges::default() };
         let text = String::from_utf8(render(&fields(&c, &g, &PubSub::new(1, 1)))).unwrap();
         assert!(text.starts_with("{\"active\":0,"));
-        assert!(text.ends_with(",\"workers\":1}\n"), "{text}");
+        assert!(text.contains(",\"workers\":1,"), "{text}");
         assert!(text.contains("\"evicted\":3"));
         assert!(text.contains("\"idle_timeout_ms\":60000"));
         for name in ["reading", "writing", "held", "streaming", "lingering", "accepted", "requests", "reaped"] {

@@ -37,11 +37,12 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
-use crate::access_log::AccessLog;
 use crate::board::{Board, Seat};
 use crate::config::Config;
 use crate::listeners::{self, Bound};
+use crate::privileges;
 use crate::sys;
+use crate::systemd::Notifier;
 use crate::tls::TlsConfig;
 
 /// The first restart waits this long, so that a worker dying at once does
@@ -123,24 +124,50 @@ pub struct Supervisor {
     allowance_ms: u64,
     /// Shutting down: when stragglers are killed.
     stopping: Option<u64>,
+    /// sd_notify(3): the supervisor is the main process systemd listens
+    /// to (`NotifyAccess=main`), so it, not a worker, says READY, RELOADING
+    /// and STOPPING.
+    notifier: Notifier,
     killed: bool,
     pid: libc::pid_t,
     epoch: Instant,
 }
 
-/// Bind the listeners, say where they are, and fork `cfg.workers` workers.
-/// Returns in the supervisor when every worker is gone after a shutdown,
-/// and in each worker right after its fork.
-pub fn run(cfg: &Config, tls: Option<TlsConfig>) -> io::Result<Role> {
+/// Bind the listeners (or take those socket activation passed:
+/// `inherited`), drop to `--user`, say where they listen, and fork
+/// `cfg.workers` workers. Returns in the supervisor when every worker is
+/// gone after a shutdown, and in each worker right after its fork.
+pub fn run(
+    cfg: &Config,
+    tls: Option<TlsConfig>,
+    inherited: Option<Vec<Bound>>,
+    notifier: Notifier,
+) -> io::Result<Role> {
     // The handlers first: a signal sent as soon as the address is printed
     // must not meet the default action (termination, workers orphaned).
     let signals = sys::signals()?;
     sys::watch_children()?;
-    let (listeners, _) = listeners::bind_all(cfg)?;
-    if let Some(path) = &cfg.access_log {
-        // Each worker opens it; a path that cannot be opened is one error
-        // here rather than a worker failing and restarting forever.
-        AccessLog::open(path).map_err(|e| io::Error::new(e.kind(), format!("--access-log {path}: {e}")))?;
+    let listeners = match inherited {
+        Some(bound) => bound,
+        None => listeners::bind_all(cfg)?.0,
+    };
+    if let Some(user) = &cfg.user {
+        // Bound and the TLS key read: the supervisor and every worker it
+        // forks serve as `--user` (a worker's own drop then finds it done).
+        // A SIGHUP reload reads the key as that user, as a single process
+        // does.
+        privileges::drop_to(user, cfg.group.as_deref()).map_err(io::Error::other)?;
+        info!("supervisor: serving as {user}{}", cfg.group.as_deref().map_or(String::new(), |g| format!(":{g}")));
+    }
+    if let Some(path) = cfg.access_log.as_deref().filter(|&p| p != "-") {
+        // Each worker opens it (as the serving user); a path that cannot be
+        // opened is one error here rather than a worker failing and
+        // restarting forever.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("--access-log {path}: {e}")))?;
     }
     let mut stdout = io::stdout();
     for b in &listeners {
@@ -157,6 +184,7 @@ pub fn run(cfg: &Config, tls: Option<TlsConfig>) -> io::Result<Role> {
         signals,
         allowance_ms: cfg.shutdown_timeout.as_millis() as u64 + SHUTDOWN_MARGIN_MS,
         stopping: None,
+        notifier,
         killed: false,
         // SAFETY: getpid has no failure mode.
         pid: unsafe { libc::getpid() },
@@ -179,6 +207,9 @@ impl Supervisor {
                 return self.into_worker(i);
             }
         }
+        // The workers are forked on listeners that already accept into
+        // their queue: the service is ready.
+        self.say(Notifier::ready);
         loop {
             let wait = self.next_wake(self.ms());
             wait_readable(&self.signals, wait);
@@ -278,6 +309,7 @@ impl Supervisor {
             return Err(io::Error::other("the supervisor exited before this worker started"));
         }
         sys::unblock_signals()?;
+        // The notifier's socket is the supervisor's: dropped with `self`.
         let Supervisor { listeners, tls, board, .. } = self;
         Ok(Role::Worker(Worker { index, listeners, tls, seat: Seat::new(board, index), signals }))
     }
@@ -304,6 +336,7 @@ impl Supervisor {
             if self.stopping.is_none() {
                 info!("supervisor: {}: stopping {} workers", signal_name(signal), self.live());
                 self.stopping = Some(now + self.allowance_ms);
+                self.say(Notifier::stopping);
                 self.listeners.clear();
                 for place in &mut self.places {
                     place.restart_at = None;
@@ -311,14 +344,24 @@ impl Supervisor {
             }
             self.forward(signal);
         } else if sig == sys::SIG_RELOAD {
+            self.say(Notifier::reloading);
             if let Some(tls) = &mut self.tls
                 && let Err(e) = tls.reload()
             {
                 warn!("supervisor: TLS reload refused, workers started later keep the old pair: {e}");
             }
             self.forward(signal);
+            self.say(Notifier::ready);
         } else if sig == sys::SIG_REOPEN {
             self.forward(signal);
+        }
+    }
+
+    /// Tell systemd (when it listens) how the service stands; a failure is
+    /// worth a warning, never a stop.
+    fn say(&self, what: fn(&Notifier) -> io::Result<()>) {
+        if let Err(e) = what(&self.notifier) {
+            warn!("supervisor: sd_notify: {e}");
         }
     }
 
@@ -453,6 +496,7 @@ mod tests {
             signals: read,
             allowance_ms: 10_000,
             stopping: None,
+            notifier: Notifier::default(),
             killed: false,
             pid: 1,
             epoch: Instant::now(),

@@ -345,6 +345,14 @@ impl Notifier {
     }
 }
 
+/// What the server does with a message that did not go (the manager's
+/// queue is full, or it went away): a line at debug level, nothing more.
+pub fn notify(sent: io::Result<()>, what: &str) {
+    if let Err(e) = sent {
+        log::debug!("sd_notify {what}: {e}");
+    }
+}
+
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn abstract_addr(name: &[u8]) -> io::Result<net::SocketAddr> {
     #[cfg(target_os = "android")]

@@ -32,7 +32,7 @@ impl Server {
             // buffers and the timer may change (`set_state`'s own fast path,
             // without looking the record up again).
             if let Some(o) = conn.state.open_mut() {
-                o.session.release_if_empty(&mut self.pool);
+                o.session.release_if_empty(&mut self.pool, self.now, &mut self.stats.response_time);
             }
             if next.restamp {
                 self.timers.touch(key, from, self.now);
@@ -58,7 +58,7 @@ impl Server {
         let Some(from) = self.conns.get(key).map(|c| c.kind()) else { return };
         if from == to {
             if let Some(o) = self.conns.get_mut(key).and_then(|c| c.state.open_mut()) {
-                o.session.release_if_empty(&mut self.pool);
+                o.session.release_if_empty(&mut self.pool, self.now, &mut self.stats.response_time);
             }
             if restamp {
                 self.timers.touch(key, to, self.now);
@@ -90,7 +90,7 @@ impl Server {
             }
         }
         if let Some(o) = self.conns.get_mut(key).and_then(|c| c.state.open_mut()) {
-            o.session.release_if_empty(&mut self.pool);
+            o.session.release_if_empty(&mut self.pool, self.now, &mut self.stats.response_time);
         }
         self.timers.enter(key, to, self.now);
     }

@@ -3,6 +3,11 @@
 //! setting `LISTEN_*` and `NOTIFY_SOCKET` itself; then, when Debian's
 //! `systemd-socket-activate` is installed, the same through that tool.
 //!
+//! Then linger itself: started with a listener at descriptor 3 and
+//! `LISTEN_*` set for its own pid (as systemd's exec would), under
+//! `systemd-socket-activate`, and telling a `NOTIFY_SOCKET` when it is
+//! ready, reloading and stopping.
+//!
 //! A binary of its own without the test harness (`harness = false`): the
 //! environment is process-wide, and here `main` is the only thread, which
 //! is also what lets `inherited_listeners` clear the variables (it leaves
@@ -12,10 +17,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use linger::systemd::{self, Notifier};
+
+mod support;
 
 const CHILD_FLAG: &str = "--activated-child";
 
@@ -29,6 +37,11 @@ fn main() {
     bad_descriptors_are_refused();
     notify();
     with_systemd_socket_activate();
+    linger_socket_activated();
+    linger_refuses_a_tls_listener_without_a_certificate();
+    linger_under_systemd_socket_activate();
+    linger_notifies_ready_reloading_stopping();
+    linger_workers_activated_and_notifying();
     println!("systemd: all passed");
 }
 
@@ -302,4 +315,231 @@ fn with_systemd_socket_activate() {
     assert_eq!(stdout, want, "stderr: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(greeting, "activated\n");
     println!("PASS: under systemd-socket-activate --fdname=http:tls: {}", stdout.trim().replace('\n', "; "));
+}
+
+// ---- linger itself ----------------------------------------------------------
+
+const LINGER: &str = env!("CARGO_BIN_EXE_linger");
+
+/// Start linger with `listener` at descriptor 3 and `LISTEN_PID`,
+/// `LISTEN_FDS` and `LISTEN_FDNAMES` set for the child's own pid: the
+/// variables are set between fork and exec, the only place the pid is
+/// known (this binary has one thread, so the child may allocate).
+fn spawn_activated(listener: &TcpListener, name: &'static str, args: &[&str]) -> Child {
+    spawn_activated_notifying(listener, name, args, None)
+}
+
+/// As `spawn_activated`, with `NOTIFY_SOCKET` set to `notify` if given.
+fn spawn_activated_notifying(
+    listener: &TcpListener,
+    name: &'static str,
+    args: &[&str],
+    notify: Option<&std::path::Path>,
+) -> Child {
+    use std::os::unix::ffi::OsStrExt;
+    let notify = notify.map(|p| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap());
+    let fd = listener.as_raw_fd();
+    assert!(fd > 3, "dup2 onto itself would keep FD_CLOEXEC");
+    let mut cmd = Command::new(LINGER);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // SAFETY: the closure runs in the forked child of a single-threaded
+    // process: dup2, getpid and setenv (std then execs with `environ`,
+    // since no variable was set through `Command::env`).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) != 3 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let pid = std::ffi::CString::new(libc::getpid().to_string()).unwrap();
+            let names = std::ffi::CString::new(name).unwrap();
+            libc::setenv(c"LISTEN_PID".as_ptr(), pid.as_ptr(), 1);
+            libc::setenv(c"LISTEN_FDS".as_ptr(), c"1".as_ptr(), 1);
+            libc::setenv(c"LISTEN_FDNAMES".as_ptr(), names.as_ptr(), 1);
+            if let Some(path) = &notify {
+                libc::setenv(c"NOTIFY_SOCKET".as_ptr(), path.as_ptr(), 1);
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("spawn linger")
+}
+
+fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    line
+}
+
+fn get_hello(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+fn terminate(mut child: Child) -> i32 {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(Instant::now() < deadline, "linger did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn linger_socket_activated() {
+    let listener = out_of_the_way(TcpListener::bind("127.0.0.1:0").unwrap());
+    let addr = listener.local_addr().unwrap();
+    // No --listen: the default (127.0.0.1:8080) must not be bound either.
+    let mut child = spawn_activated(&listener, "http", &[]);
+    drop(listener);
+    let line = first_line(&mut child);
+    assert_eq!(line, format!("listening on http://{addr}\n"), "the inherited listener, and only it");
+    let response = get_hello(addr);
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n") && response.ends_with("Hello, World!"), "{response}");
+    let mut stdout = child.stdout.take().unwrap();
+    assert_eq!(terminate(child), 0);
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap_or_default();
+    assert!(!rest.contains("listening on"), "one listener only: {rest:?}");
+    println!("PASS: linger socket-activated (descriptor 3, LISTEN_PID its own): serves on {addr}");
+}
+
+fn linger_refuses_a_tls_listener_without_a_certificate() {
+    let listener = out_of_the_way(TcpListener::bind("127.0.0.1:0").unwrap());
+    let child = spawn_activated(&listener, "tls", &[]);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    assert!(stderr.starts_with("linger: ") && stderr.contains("--tls-cert"), "{stderr}");
+    println!("PASS: an inherited TLS listener without --tls-cert: exit 2, {}", stderr.trim());
+}
+
+fn linger_under_systemd_socket_activate() {
+    let Some(tool) = ["/usr/bin/systemd-socket-activate", "/lib/systemd/systemd-activate"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        println!("SKIP: systemd-socket-activate is not installed (Debian: systemd)");
+        return;
+    };
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = Command::new(tool)
+        .args(["-l", &addr.to_string(), "--fdname=http", LINGER])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The tool listens, and execs linger (keeping its pid) on the first
+    // connection.
+    let mut stream = None;
+    for _ in 0..100 {
+        if let Ok(s) = TcpStream::connect(addr) {
+            stream = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut s = stream.expect("systemd-socket-activate did not listen");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert_eq!(first_line(&mut child), format!("listening on http://{addr}\n"));
+    assert_eq!(terminate(child), 0);
+    println!("PASS: linger under systemd-socket-activate --fdname=http serves on {addr}");
+}
+
+fn linger_notifies_ready_reloading_stopping() {
+    let dir = std::env::temp_dir().join(format!("linger-notify-linger-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pki = support::tls::Pki::new("notify");
+    let path = dir.join("notify");
+    let manager = UnixDatagram::bind(&path).unwrap();
+    manager.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut child = Command::new(LINGER)
+        .args(["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
+        .arg("--tls-cert")
+        .arg(&pki.cert_path)
+        .arg("--tls-key")
+        .arg(&pki.key_path)
+        .env("NOTIFY_SOCKET", &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let mut next = || {
+        let len = manager.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    };
+    assert_eq!(next(), "READY=1");
+    let addr: SocketAddr = first_line(&mut child).trim().strip_prefix("listening on http://").unwrap().parse().unwrap();
+    assert!(get_hello(addr).starts_with("HTTP/1.1 200 OK"), "serving once READY=1 is sent");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let reloading = next();
+    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading:?}");
+    assert_eq!(next(), "READY=1", "after the reload");
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(next(), "STOPPING=1");
+    assert_eq!(terminate(child), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("PASS: linger sends READY=1, RELOADING=1 then READY=1 on SIGHUP, STOPPING=1 on SIGTERM");
+}
+
+/// `--workers 2` under socket activation: the supervisor takes the
+/// inherited listener (and binds nothing else), its workers serve on it,
+/// and the supervisor, the main process systemd listens to, alone says
+/// READY=1 (once), RELOADING=1 and READY=1 on SIGHUP, STOPPING=1 on
+/// SIGTERM: a worker that notified too would break the sequence.
+fn linger_workers_activated_and_notifying() {
+    let dir = std::env::temp_dir().join(format!("linger-notify-workers-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify");
+    let manager = UnixDatagram::bind(&path).unwrap();
+    manager.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let listener = out_of_the_way(TcpListener::bind("127.0.0.1:0").unwrap());
+    let addr = listener.local_addr().unwrap();
+    let mut child = spawn_activated_notifying(&listener, "http", &["--workers", "2"], Some(&path));
+    drop(listener);
+    let mut buf = [0u8; 256];
+    let mut next = || {
+        let len = manager.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    };
+    assert_eq!(first_line(&mut child), format!("listening on http://{addr}\n"), "the inherited listener only");
+    assert_eq!(next(), "READY=1");
+    for _ in 0..4 {
+        let response = get_hello(addr);
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let reloading = next();
+    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading:?}");
+    assert_eq!(next(), "READY=1", "after the reload");
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(next(), "STOPPING=1");
+    let mut stdout = child.stdout.take().unwrap();
+    assert_eq!(terminate(child), 0);
+    manager.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    assert!(manager.recv(&mut buf).is_err(), "nothing more: the workers never notify");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap_or_default();
+    assert!(!rest.contains("listening on"), "one listener only: {rest:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("PASS: linger --workers 2 socket-activated on {addr}: supervisor alone sends READY, RELOADING, STOPPING");
 }

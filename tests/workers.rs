@@ -288,3 +288,67 @@ fn channels_are_refused_with_a_reason_when_workers_share_no_broker() {
     }
     assert_eq!(server.get("/hello.txt").status, 200, "everything else is served");
 }
+
+/// The samples of a Prometheus text page, by name with labels.
+fn samples(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| Some((k.to_string(), v.parse().ok()?))))
+        .collect()
+}
+
+/// With workers, each worker logs through a writer of its own into the one
+/// file; SIGUSR1 reaches them all through the supervisor, so after a
+/// rotation every line is in exactly one of the two files; and
+/// `/_metrics?workers=all` counts every worker's requests and response
+/// times.
+#[test]
+fn workers_share_the_access_log_rotate_it_together_and_sum_their_metrics() {
+    let dir = support::TempDir::new("workers-log");
+    let log = dir.path().join("access.log");
+    let server = Server::start(&["--workers", "2", "--access-log", log.to_str().unwrap()]);
+    worker_pids(&server, 2);
+    let ask = |k: usize| assert_eq!(server.get(&format!("/hello.txt?n={k}")).status, 200);
+    for k in 0..40 {
+        ask(k);
+    }
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    server.signal(libc::SIGUSR1);
+    // Until both workers' writers have reopened, a line may still go to the
+    // old file; every line must be in exactly one of them either way.
+    let mut k = 40;
+    let deadline = Instant::now() + WAIT;
+    while !log.exists() || k < 80 {
+        assert!(Instant::now() < deadline, "no new log file after SIGUSR1");
+        ask(k);
+        k += 1;
+    }
+    let lines = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let all = lines(&rotated) + &lines(&log);
+        let missing: Vec<usize> =
+            (0..k).filter(|i| all.matches(&format!("GET /hello.txt?n={i} HTTP/1.1")).count() != 1).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lines not exactly once across both files: {missing:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!lines(&log).is_empty() && !lines(&rotated).is_empty());
+    // Each worker publishes its figures at least once a second.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let page = server.get("/_metrics?workers=all");
+        assert_eq!(page.status, 200);
+        let m = samples(&page.text());
+        let requests = m.get("linger_requests_total").copied().unwrap_or(0.0);
+        let timed = m.get("linger_response_seconds_count").copied().unwrap_or(0.0);
+        if m.get("linger_workers") == Some(&2.0) && requests >= k as f64 && timed >= k as f64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "metrics never covered both workers: {requests} requests, {timed} timed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -85,6 +85,11 @@ pub struct Collecting {
     pub close_after: Option<CloseKind>,
     /// For the access log.
     pub request_line: Box<str>,
+    /// For the combined access log format (kept only when it is in use).
+    pub referer: Option<Box<[u8]>>,
+    pub user_agent: Option<Box<[u8]>>,
+    /// The CORS field lines its response carries (`cors.rs`).
+    pub cors: Option<std::rc::Rc<[u8]>>,
 }
 
 /// The per-connection protocol state: lives as long as the connection,
@@ -136,11 +141,14 @@ pub struct Reply<'a> {
     /// Body bytes queued, for the access log.
     pub body_bytes: u64,
     pub status: Status,
+    /// Field lines every head written through this reply carries (CORS on
+    /// channel routes, `cors.rs`); `None` elsewhere.
+    pub cors: Option<std::rc::Rc<[u8]>>,
 }
 
 impl<'a> Reply<'a> {
     pub fn new(out: &'a mut Output, date: &'a [u8; 29], persist: Persist, head_only: bool) -> Reply<'a> {
-        Reply { out, date, persist, head_only, body_bytes: 0, status: Status::OK }
+        Reply { out, date, persist, head_only, body_bytes: 0, status: Status::OK, cors: None }
     }
 
     /// Status line, `Server`, `Date`; returns the buffer for more fields.
@@ -148,6 +156,9 @@ impl<'a> Reply<'a> {
         self.status = status;
         let buf = self.out.bytes();
         reply::start(buf, status, self.date);
+        if let Some(cors) = &self.cors {
+            buf.extend_from_slice(cors);
+        }
         buf
     }
 
@@ -187,7 +198,14 @@ impl<'a> Reply<'a> {
     pub fn simple(&mut self, status: Status, extra: &[u8]) {
         self.status = status;
         let send_body = !self.head_only;
-        reply::simple(self.out.bytes(), status, self.date, self.persist, extra, send_body);
+        match &self.cors {
+            None => reply::simple(self.out.bytes(), status, self.date, self.persist, extra, send_body),
+            Some(cors) => {
+                // Channel routes only: not worth a second signature.
+                let fields = [cors, extra].concat();
+                reply::simple(self.out.bytes(), status, self.date, self.persist, &fields, send_body);
+            }
+        }
         if send_body && !status.has_no_body() {
             self.body_bytes = status.reason().len() as u64 + 5;
         }

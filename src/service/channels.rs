@@ -5,13 +5,17 @@
 
 use super::*;
 
+/// A request's Referer and User-Agent, kept for a log line written later.
+pub(super) type LogFields = (Option<Box<[u8]>>, Option<Box<[u8]>>);
+
 impl Service {
     /// Who may publish: loopback clients, or, with `--publish-token`, any
     /// client presenting it (and only those).
     pub(super) fn may_publish(&self, head: &Head<'_>, name: &str, ctx: &Ctx<'_>) -> Result<(), Status> {
         let allowed = match &self.publish_token {
             Some(token) => head.authorization.and_then(|a| a.strip_prefix(b"Bearer ")) == Some(token.as_bytes()),
-            None => ctx.peer.ip().is_loopback(),
+            // Loopback, also as seen through a dual-stack `[::]` listener.
+            None => admin::is_local(ctx.peer),
         };
         if !allowed {
             return Err(Status::FORBIDDEN);
@@ -38,6 +42,7 @@ impl Service {
                 let request_line = format!("{} {} {}", head.method_str, head.target, head.version.as_str());
                 let persist = reply.persist;
                 let (channel, request_line) = (name.into(), request_line.into());
+                let (referer, user_agent) = self.log_fields(head);
                 return Some(Box::new(PendingPublish {
                     tag: 0,
                     channel,
@@ -45,6 +50,9 @@ impl Service {
                     persist,
                     close_after: None,
                     request_line,
+                    referer,
+                    user_agent,
+                    cors: reply.cors.clone(),
                 }));
             }
             Method::Post => self.publish(name, "", reply, ctx),
@@ -74,17 +82,22 @@ impl Service {
                 persist,
                 close_after,
                 request_line,
+                referer: c.referer,
+                user_agent: c.user_agent,
+                cors: c.cors,
             }));
         }
         if let Some(kind) = c.close_after {
             proto.finish(kind);
         }
         let mut reply = Reply::new(out, &ctx.turn.date, c.persist, false);
+        reply.cors = c.cors;
         match &text {
             Ok(text) => self.publish(&c.target, text, &mut reply, ctx),
             Err(_) => reply.simple(Status::BAD_REQUEST, b""),
         }
-        self.log_request_line(&c.request_line, reply.status, reply.body_bytes, ctx);
+        let fields = (c.referer.as_deref(), c.user_agent.as_deref());
+        self.log_request_line(&c.request_line, fields, reply.status, reply.body_bytes, ctx);
         Step::Answered
     }
 
@@ -102,6 +115,7 @@ impl Service {
             proto.finish(kind);
         }
         let mut reply = Reply::new(out, &ctx.turn.date, pending.persist, false);
+        reply.cors = pending.cors;
         match outcome {
             Ok(id) => {
                 let reached = ctx.channels.channel(&pending.channel).map_or(0, |c| c.subscribers());
@@ -109,14 +123,33 @@ impl Service {
             }
             Err(()) => reply.simple(Status::SERVICE_UNAVAILABLE, RETRY_LATER),
         }
-        self.log_request_line(&pending.request_line, reply.status, reply.body_bytes, ctx);
+        let fields = (pending.referer.as_deref(), pending.user_agent.as_deref());
+        self.log_request_line(&pending.request_line, fields, reply.status, reply.body_bytes, ctx);
     }
 
-    fn log_request_line(&mut self, line: &str, status: Status, bytes: u64, ctx: &Ctx<'_>) {
+    /// The Referer and User-Agent of a request answered later, kept only
+    /// when the access log's format shows them (combined).
+    pub(super) fn log_fields(&self, head: &Head<'_>) -> LogFields {
+        let combined = self.log.as_ref().is_some_and(|l| l.format() == LogFormat::Combined);
+        let keep = |v: Option<&[u8]>| if combined { v.map(Box::from) } else { None };
+        (keep(head.referer), keep(head.user_agent))
+    }
+
+    /// Log a request answered after its head was gone: from its request
+    /// line and the fields kept for it.
+    fn log_request_line(
+        &mut self,
+        line: &str,
+        (referer, user_agent): (Option<&[u8]>, Option<&[u8]>),
+        status: Status,
+        bytes: u64,
+        ctx: &Ctx<'_>,
+    ) {
         if let Some(log) = &mut self.log {
             let mut parts = line.splitn(3, ' ');
             let (m, t, v) = (parts.next().unwrap_or("-"), parts.next().unwrap_or("-"), parts.next().unwrap_or("-"));
-            log.record(ctx.now_secs, ctx.peer, m, t, v, status.code(), bytes);
+            let req = access_log::Request { method: m, target: t, version: v, referer, user_agent };
+            log.record_request(ctx.now_secs, ctx.peer, &req, status.code(), bytes);
         }
     }
 
@@ -233,6 +266,7 @@ impl Service {
             chunked,
             keep_alive: keep,
             http10,
+            cors: None,
         };
         // Not known yet: the subscription waits for the history, and starts
         // after `since`, or from whatever is newest then. A `since` beyond

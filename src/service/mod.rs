@@ -8,11 +8,14 @@
 //! which is what lets the tests and the fuzz target drive it with bytes.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 
 use log::{debug, warn};
 
-use crate::access_log::AccessLog;
+use crate::access_log::{self, AccessLog, LogFormat};
+use crate::admin;
 use crate::board::Seat;
+use crate::cors::{self, Cors};
 use crate::files::{Files, Miss, percent_decode};
 use crate::http::body::{BodyDecoder, LAST_CHUNK};
 use crate::http::parse::{self, BodyLength, Head, Method, Parsed, Reject};
@@ -20,7 +23,7 @@ use crate::http::reply;
 use crate::http::{CloseKind, Collecting, Discarding, Output, Persist, Proto, Reading, Reply, Status};
 use crate::pubsub::{self, ChannelId, MAX_MESSAGE, Mode, PubSub};
 use crate::session::Turn;
-use crate::status::{self, Counters, Gauges};
+use crate::status::{Counters, Gauges};
 
 /// The limits a request is held to.
 #[derive(Clone, Copy, Debug)]
@@ -60,6 +63,8 @@ pub struct SubStart {
     pub chunked: bool,
     pub keep_alive: bool,
     pub http10: bool,
+    /// CORS field lines for the responses that end it (`cors.rs`).
+    pub cors: Option<Rc<[u8]>>,
 }
 
 /// What one call to [`Service::serve_one`] achieved.
@@ -73,8 +78,10 @@ pub enum Step {
     /// No further request will be read on this connection.
     Done,
     /// The request subscribed: hold the connection (long poll) or keep
-    /// streaming to it.
-    Subscribe(SubStart),
+    /// streaming to it. Boxed: a step is returned through several calls for
+    /// every request, and at 16 bytes it travels in two registers (one
+    /// allocation per subscription, which is held for long, is the price).
+    Subscribe(Box<SubStart>),
     /// A publish for the broker (`--broker`): answered when it has issued
     /// the message's id.
     Publish(Box<PendingPublish>),
@@ -93,6 +100,10 @@ pub struct PendingPublish {
     pub close_after: Option<CloseKind>,
     /// For the access log.
     pub request_line: Box<str>,
+    pub referer: Option<Box<[u8]>>,
+    pub user_agent: Option<Box<[u8]>>,
+    /// CORS field lines for the answer (`cors.rs`).
+    pub cors: Option<Rc<[u8]>>,
 }
 
 pub struct Service {
@@ -101,6 +112,8 @@ pub struct Service {
     log: Option<AccessLog>,
     /// `--publish-token`: when set, publishing needs `Authorization: Bearer`.
     publish_token: Option<String>,
+    /// `--cors-origin`: cross-origin access to the channel routes.
+    cors: Cors,
     /// Shutting down: every response closes its connection, and nothing
     /// new is held open.
     draining: bool,
@@ -120,7 +133,8 @@ const RETRY_LATER: &[u8] = b"Retry-After: 1\r\n";
 
 /// Which part of the server a path belongs to.
 enum Route<'a> {
-    Status,
+    /// `/_status`, `/_metrics` (`admin.rs`).
+    Admin(admin::Page),
     Publish(&'a str),
     Subscribe(&'a str),
     Static,
@@ -128,8 +142,8 @@ enum Route<'a> {
 
 impl<'a> Route<'a> {
     fn of(path: &'a str) -> Route<'a> {
-        if path == "/_status" {
-            Route::Status
+        if let Some(page) = admin::Page::of(path) {
+            Route::Admin(page)
         } else if let Some(name) = path.strip_prefix("/pub/") {
             Route::Publish(name)
         } else if let Some(name) = path.strip_prefix("/sub/") {
@@ -142,7 +156,20 @@ impl<'a> Route<'a> {
 
 impl Service {
     pub fn new(files: Files, limits: Limits, log: Option<AccessLog>, token: Option<String>) -> Service {
-        Service { files, limits, log, publish_token: token, draining: false, channels_refused: false }
+        Service {
+            files,
+            limits,
+            log,
+            publish_token: token,
+            cors: Cors::default(),
+            draining: false,
+            channels_refused: false,
+        }
+    }
+
+    /// Let pages from other origins use the channels (`--cors-origin`).
+    pub fn set_cors(&mut self, cors: Cors) {
+        self.cors = cors;
     }
 
     /// Refuse `/pub/` and `/sub/` (several workers, no broker): a message
@@ -171,7 +198,14 @@ impl Service {
 
     /// Access log lines dropped because the sink could not keep up.
     pub fn log_dropped(&self) -> u64 {
-        self.log.as_ref().map_or(0, |l| l.dropped)
+        self.log.as_ref().map_or(0, |l| l.dropped())
+    }
+
+    /// SIGUSR1: reopen the access log (logrotate's convention).
+    pub fn reopen_log(&mut self) {
+        if let Some(log) = &mut self.log {
+            log.reopen();
+        }
     }
 
     /// Consume input for at most one request: the rest of a body being
@@ -244,9 +278,11 @@ impl Service {
         }
         match parse::parse_head(input, self.limits.max_head) {
             Ok(Parsed::Partial) => (0, Step::NeedInput),
-            Ok(Parsed::Head(head)) => {
+            // By reference: the head is a few hundred bytes, and moving it
+            // out of the result is a memcpy per request.
+            Ok(Parsed::Head(ref head)) => {
                 let len = head.len;
-                let step = self.answer(proto, &head, &input[..len], out, ctx);
+                let step = self.answer(proto, head, &input[..len], out, ctx);
                 if matches!(proto.reading, Reading::Collect(_) | Reading::Discard(_)) {
                     // A body already here completes in this same step: one
                     // scheduler pass per request, as for any other (a
@@ -336,7 +372,7 @@ impl Service {
                 }
             }
         }
-        self.respond(proto, head, route, early, server_close, collect, out, ctx)
+        self.respond(proto, head, raw, route, early, server_close, collect, out, ctx)
     }
 
     /// A request whose body was read and dropped: answer it now from its
@@ -349,7 +385,24 @@ impl Service {
         };
         let route = Route::of(head.path);
         let early = self.early_status(&head, &route, ctx);
-        self.respond(proto, &head, route, early, false, None, out, ctx)
+        self.respond(proto, &head, raw, route, early, false, None, out, ctx)
+    }
+
+    /// The CORS field lines for a response on a channel route
+    /// (`cors.rs`); the request's Origin is looked up in its raw head only
+    /// then. Out of line, and called only for channel routes: the static
+    /// hot path neither calls it nor grows for it.
+    #[inline(never)]
+    fn cors_grant(&self, head: &Head<'_>, raw: &[u8], route: &Route<'_>) -> Option<Rc<[u8]>> {
+        if !self.cors.is_on() {
+            return None;
+        }
+        let kind = match (route, head.method) {
+            (Route::Publish(_), Method::Options) => cors::Kind::PreflightPublish,
+            (Route::Subscribe(_), Method::Options) => cors::Kind::PreflightSubscribe,
+            _ => cors::Kind::Plain,
+        };
+        self.cors.grant(parse::field(raw, "origin"), kind)
     }
 
     /// A publish refused before its body is read (RFC 9110 §15.5.4).
@@ -370,6 +423,7 @@ impl Service {
         &mut self,
         proto: &mut Proto,
         head: &Head<'_>,
+        raw: &[u8],
         route: Route<'_>,
         early: Option<Status>,
         server_close: bool,
@@ -389,6 +443,7 @@ impl Service {
                 out.bytes().extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
             }
             let close_after = proto.close_kind();
+            let (referer, user_agent) = self.log_fields(head);
             let name = match route {
                 Route::Publish(name) => name,
                 _ => "",
@@ -403,16 +458,26 @@ impl Service {
                 persist,
                 close_after,
                 request_line: format!("{} {} {}", head.method_str, head.target, head.version.as_str()).into(),
+                referer,
+                user_agent,
+                cors: self.cors_grant(head, raw, &route),
             }));
             return Step::Answered;
         }
         let mut reply = Reply::new(out, &ctx.turn.date, persist, head.method == Method::Head);
+        if matches!(route, Route::Publish(_) | Route::Subscribe(_)) {
+            reply.cors = self.cors_grant(head, raw, &route);
+        }
         let mut step = Step::Answered;
         match (early, route) {
             (_, Route::Publish(_) | Route::Subscribe(_)) if self.channels_refused => channels_refused(&mut reply),
             (Some(status), Route::Publish(_)) => reply.simple(status, PUB_ALLOW),
             (Some(status), _) => reply.simple(status, b""),
-            (None, Route::Status) => status::respond(head, &mut reply, ctx),
+            (None, Route::Admin(page)) => {
+                if let Some(start) = admin::respond(page, head, &mut reply, ctx, keep, self.draining) {
+                    step = Step::Subscribe(Box::new(start));
+                }
+            }
             (None, Route::Publish(name)) => {
                 if let Some(pending) = self.publish_route(head, name, &mut reply, ctx) {
                     // Answered (and logged) when the broker has issued its id.
@@ -420,15 +485,22 @@ impl Service {
                 }
             }
             (None, Route::Subscribe(name)) => {
-                if let Some(start) = self.subscribe(head, name, keep, &mut reply, ctx) {
-                    step = Step::Subscribe(start);
+                if let Some(mut start) = self.subscribe(head, name, keep, &mut reply, ctx) {
+                    start.cors = reply.cors.clone();
+                    step = Step::Subscribe(Box::new(start));
                 }
             }
             (None, Route::Static) => self.static_route(head, &mut reply, ctx),
         }
         if let Some(log) = &mut self.log {
-            let (m, t, v) = (head.method_str, head.target, head.version.as_str());
-            log.record(ctx.now_secs, ctx.peer, m, t, v, reply.status.code(), reply.body_bytes);
+            let req = access_log::Request {
+                method: head.method_str,
+                target: head.target,
+                version: head.version.as_str(),
+                referer: head.referer,
+                user_agent: head.user_agent,
+            };
+            log.record_request(ctx.now_secs, ctx.peer, &req, reply.status.code(), reply.body_bytes);
         }
         step
     }
