@@ -28,6 +28,7 @@ pub mod list;
 pub mod listeners;
 pub mod log_writer;
 pub mod metrics;
+pub mod phases;
 pub mod policy;
 pub mod pool;
 pub mod privileges;

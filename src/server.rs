@@ -7,7 +7,8 @@
 //! 3. record events: set readiness flags, queue the connection; no I/O
 //! 4. accept every pending connection (a capped share when workers share
 //!    the listeners), making room by eviction when full (`admission.rs`)
-//! 5. read: every queued connection reads what is available (bounded)
+//! 5. read: every queued connection reads what is available (bounded;
+//!    this and steps 6 and 8 are in `phases.rs`)
 //! 6. serve: round-robin passes, one request per connection per pass, at
 //!    most `--quantum` per connection per turn
 //! 7. deliver: what was published this turn goes to every subscriber
@@ -16,7 +17,7 @@
 //! 8. flush: one write (or sendfile) run per connection, bounded
 //! 9. settle: decide each connection's next state (`conn/decide.rs`) and
 //!    move it there (`transition.rs`)
-//! 10. expire timers from the heads of the state lists
+//! 10. expire timers from the heads of the state lists (`transition.rs`)
 //! 11. reap: free the records of connections closed during the turn
 //! 12. publish (a worker): its live connections, and once a second its
 //!     `/_status` figures, on the supervisor's board (`board.rs`)
@@ -39,22 +40,21 @@ use crate::admission::Budget;
 use crate::board::Seat;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::conn::{Conn, Kind, Open};
+use crate::conn::{Conn, Kind};
 use crate::cors::Cors;
-use crate::feed::{self, Feeds};
+use crate::feed::Feeds;
 use crate::files::Files;
-use crate::http::Output;
 use crate::http::reply::DateCache;
 use crate::listeners::{self, Bound, Listeners};
-use crate::policy::{self, DRAIN_BUDGET, FLUSH_THRESHOLD, OUT_HIGH_WATER, WRITE_BUDGET};
+use crate::policy::{self, DRAIN_BUDGET, OUT_HIGH_WATER};
 use crate::pool::BufPool;
 use crate::privileges;
 use crate::pubsub::{ChannelId, PubSub};
-use crate::relay::{BROKER, News, Relay, RelayStats};
+use crate::relay::{BROKER, News, Relay};
 use crate::sched::Scheduler;
-use crate::service::{Ctx, Limits, Service, Step};
-use crate::session::{SubEnd, Turn};
-use crate::status::{Counters, Gauges};
+use crate::service::{Limits, Service};
+use crate::session::Turn;
+use crate::status::{Counters, Gauges, gauges_from};
 use crate::sys;
 use crate::systemd::{Notifier, notify};
 use crate::timers::Timers;
@@ -67,7 +67,7 @@ const EVENTS: usize = 1024;
 /// Longest sleep while the buffer pool holds sets a trim could give back.
 const POOL_TRIM_WAKE: Duration = Duration::from_millis(1000);
 /// The timed states, in the order their timers are expired.
-const TIMED: [Kind; 7] =
+pub(crate) const TIMED: [Kind; 7] =
     [Kind::Reading, Kind::Writing, Kind::Idle, Kind::Held, Kind::Streaming, Kind::AwaitFin, Kind::Lingering];
 
 pub struct Server {
@@ -89,13 +89,13 @@ pub struct Server {
     /// Every connection is on the list of its state.
     pub(crate) timers: Timers,
     /// Connections with work for the next turn (deduplicated by `in_runq`).
-    runq: Vec<usize>,
+    pub(crate) runq: Vec<usize>,
     /// This turn's snapshot of the run queue.
     pub(crate) batch: Vec<usize>,
-    sched: Scheduler,
+    pub(crate) sched: Scheduler,
     pub(crate) pool: BufPool,
     /// Nominal bytes of one buffer set, for the memory occupancy.
-    bufs_nominal: usize,
+    pub(crate) bufs_nominal: usize,
     pub(crate) service: Service,
     pub(crate) channels: PubSub,
     /// What the deliver phase works through (reused every turn).
@@ -118,7 +118,7 @@ pub struct Server {
     /// `Date` text only changes then, so the wall clock is read once a
     /// second instead of every turn.
     wall_due: u64,
-    idle_timeout_ms: u64,
+    pub(crate) idle_timeout_ms: u64,
     /// The second of the last once-a-second chores.
     chores_secs: u64,
     pub(crate) budget: Budget,
@@ -586,234 +586,6 @@ impl Server {
             }
         }
     }
-
-    /// Step 5: read everything available, up to one buffer per connection.
-    fn read_phase(&mut self) {
-        let capacity = self.pool.input_capacity();
-        for &key in &self.batch {
-            let Some(conn) = self.conns.get_mut(key) else { continue };
-            if let Some(r) = conn.state.closing_mut() {
-                r.drain(&mut self.scratch, DRAIN_BUDGET);
-                continue;
-            }
-            let Some(o) = conn.state.open_mut() else { continue };
-            if o.session.is_done() {
-                // Nothing more will be answered, but reading on keeps the
-                // client's late requests from meeting a reset. (The
-                // test-only abortive mode behaves like a naive server.)
-                if !self.cfg.abortive_close {
-                    o.sock.discard(&mut self.scratch, DRAIN_BUDGET);
-                }
-                continue;
-            }
-            if !o.sock.readable || o.sock.eof || o.sock.failed {
-                continue;
-            }
-            if o.session.pending_memory() >= OUT_HIGH_WATER {
-                // Back-pressure: the client is not reading its responses, so
-                // stop reading its requests.
-                self.stats.backpressure_stalls += 1;
-                continue;
-            }
-            let bufs = o.session.buffers(&mut self.pool);
-            let before = bufs.input.len();
-            if o.sock.read_input(bufs, capacity) == crate::conn::ReadOutcome::Full {
-                self.stats.backpressure_stalls += 1;
-            }
-            if bufs.input.len() != before {
-                o.session.input_arrived();
-            }
-            if std::mem::take(&mut o.sock.plain_http) {
-                o.session.refuse_plain_http(self.date.text(), &mut self.pool);
-            }
-            if std::mem::take(&mut o.sock.tls_abort) {
-                o.session.abort();
-            }
-        }
-    }
-
-    /// Step 6: round-robin passes over the connections with requests.
-    fn serve_phase(&mut self) {
-        let turn = self.turn_info();
-        // The gauges are computed only if a `/_status` or `/_metrics`
-        // request asks: from the lists, and a few values copied here (the
-        // rest of the server is lent to the scheduler's closure).
-        let copied = (self.pool.out, self.pool.memory(), self.idle_timeout_ms, self.service.log_dropped());
-        let broker = self.relay.as_ref().map(|r| r.stats);
-        let Server {
-            sched,
-            batch,
-            conns,
-            service,
-            channels,
-            feeds,
-            stats,
-            date,
-            cfg,
-            pool,
-            now,
-            relay,
-            timers,
-            seat,
-            ..
-        } = self;
-        let (timers, limits, nominal, seat) = (&*timers, &*cfg, self.bufs_nominal, seat.as_ref());
-        let now = *now;
-        let gauges = move || gauges_from(timers, copied, nominal, limits, broker, now);
-        let now_secs = date.unix_secs();
-        sched.run(batch, cfg.quantum, |key| {
-            let Some(conn) = conns.get_mut(key) else { return false };
-            let peer = conn.peer.addr();
-            let Some(o) = conn.state.open_mut() else { return false };
-            if o.sock.failed {
-                return false;
-            }
-            if o.session.subscription().is_some() && o.session.has_input() {
-                // RFC 6202 §5.2 (BOSH): a request pipelined behind a held
-                // long poll or a stream answers or ends it at once.
-                o.session.end_sub(SubEnd::Superseded, &turn, pool);
-                channels.unsubscribe(key, now);
-            }
-            if !o.session.may_serve(OUT_HIGH_WATER) {
-                return false;
-            }
-            let mut ctx = Ctx { turn: &turn, now_secs, peer, stats, channels, gauges: &gauges, seat };
-            match o.session.serve(service, &mut ctx) {
-                Step::Answered => !o.session.is_done(),
-                Step::NeedInput | Step::Done => false,
-                Step::Subscribe(start) if start.channel == feed::STATUS_FEED => {
-                    let admitted = feeds.add(key, now);
-                    o.session.hold(*start, now);
-                    if !admitted {
-                        // Past MAX_FEEDS: the first event, then the end.
-                        o.session.end_sub(SubEnd::Shed, &turn, pool);
-                    }
-                    false
-                }
-                Step::Subscribe(start) => {
-                    channels.subscribe(start.channel, key, now);
-                    o.session.hold(*start, now);
-                    false
-                }
-                Step::Publish(publish) => {
-                    // Ids come from the broker only: never issued here.
-                    let floor = ctx.channels.channel(&publish.channel).map_or(0, |c| c.last_id);
-                    let sent =
-                        relay.as_mut().and_then(|r| r.publish(&publish.channel, publish.data.as_bytes(), floor, key));
-                    o.session.await_publish(*publish, sent.unwrap_or(0));
-                    if sent.is_none() {
-                        o.session.complete_publish(service, Err(()), &mut ctx, pool);
-                    }
-                    false
-                }
-            }
-        });
-    }
-
-    /// Step 8: write each connection's output, bounded per turn.
-    fn flush_phase(&mut self) {
-        for i in 0..self.batch.len() {
-            let key = self.batch[i];
-            let Some(o) = self.conns.get_mut(key).and_then(|c| c.state.open_mut()) else { continue };
-            let s = &o.session;
-            let queued = !s.needs_input() && !s.is_done() && s.has_input();
-            if queued && s.pending() < FLUSH_THRESHOLD {
-                // More requests wait for the next turn (the quantum ran out):
-                // answer them together; settle re-queues the connection.
-                continue;
-            }
-            let owed = s.is_done() && o.sock.owes_close_notify();
-            if o.sock.writable && (s.output_pending() || o.sock.wants_write() || owed) {
-                flush(key, o);
-                if !o.sock.wants_write() {
-                    o.session.record_written(self.now, &mut self.stats.response_time);
-                }
-            }
-        }
-    }
-
-    /// Write what `key` has pending, within the per-turn budget.
-    pub(crate) fn flush_open(&mut self, key: usize) {
-        if let Some(o) = self.conns.get_mut(key).and_then(|c| c.state.open_mut()) {
-            flush(key, o);
-        }
-    }
-
-    /// Step 9: decide where each connection goes next.
-    fn settle_phase(&mut self) {
-        for i in 0..self.batch.len() {
-            let key = self.batch[i];
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.in_batch = false;
-                self.settle(key);
-            }
-        }
-    }
-
-    /// Step 10: expire the heads of the state lists.
-    fn expire_phase(&mut self) {
-        for kind in TIMED {
-            let timeout = self.timeout_ms(kind);
-            // Each connection at most once per turn: a handler that leaves
-            // one on the list (restarting its timer) cannot spin the loop.
-            let mut budget = self.timers.len(kind);
-            while budget > 0
-                && let Some(key) = self.timers.front(kind)
-            {
-                let since = self.timers.since(key);
-                if since.saturating_add(timeout) > self.now {
-                    break;
-                }
-                budget -= 1;
-                if !self.conns.contains(key) {
-                    // Cannot happen (records leave their list when reaped);
-                    // if it did, the list must not stall every timer behind.
-                    self.timers.leave(key);
-                    continue;
-                }
-                self.expire(key, kind);
-                if self.timers.front(kind) == Some(key) && self.timers.since(key) == since {
-                    self.timers.enter(key, kind, self.now);
-                }
-            }
-        }
-    }
-
-    /// Step 11: free the records of connections closed during the turn.
-    /// Closing late and in one place means a slab key is never reused
-    /// within one batch of events.
-    fn reap_phase(&mut self) {
-        let mut queued = false;
-        while let Some(key) = self.timers.front(Kind::Closed) {
-            self.timers.leave(key);
-            if let Some(conn) = self.conns.try_remove(key) {
-                queued |= conn.in_runq;
-            }
-        }
-        if queued {
-            // One pass for the whole turn's closes, not one per close.
-            let conns = &self.conns;
-            self.runq.retain(|&k| conns.contains(k));
-        }
-    }
-}
-
-/// Write what `o` has pending, within the per-turn budget.
-fn flush(key: usize, o: &mut Open) {
-    let finishing = o.session.is_done();
-    let done = match o.session.output() {
-        Some(out) => o.sock.flush(out, WRITE_BUDGET, finishing),
-        // TLS with nothing of HTTP to send: a handshake flight, an alert,
-        // close_notify.
-        None => o.sock.flush(&mut Output::default(), WRITE_BUDGET, finishing),
-    };
-    o.sock.wrote |= done.bytes > 0;
-    if done.truncated {
-        // The file shrank under a response whose length was already sent:
-        // it cannot be completed. Stop, and close.
-        warn!("#{key}: file truncated while being sent; closing the connection");
-        o.session.abort();
-    }
 }
 
 /// The configured timeouts in milliseconds, per state. The idle timeout
@@ -832,43 +604,4 @@ fn timeouts(cfg: &Config) -> [u64; Kind::ALL.len()] {
     t[Kind::AwaitFin as usize] = policy::CLIENT_FIRST_GRACE_MS;
     t[Kind::Lingering as usize] = ms(cfg.linger_timeout);
     t
-}
-
-/// The gauges, read from where they live: the state lists, and the pool's
-/// sets out and free bytes, the idle timeout in force and the access log's
-/// dropped lines (`copied`, in that order).
-fn gauges_from(
-    timers: &Timers,
-    copied: (usize, usize, u64, u64),
-    nominal: usize,
-    cfg: &Config,
-    broker: Option<RelayStats>,
-    now: u64,
-) -> Gauges {
-    let (buffers_held, free_bytes, idle_timeout_ms, log_dropped) = copied;
-    let len = |k| timers.len(k);
-    let broker = broker.unwrap_or_default();
-    Gauges {
-        active: Kind::ALL.iter().filter(|&&k| k != Kind::Closed).map(|&k| len(k)).sum(),
-        reading: len(Kind::Reading),
-        serving: len(Kind::Serving),
-        writing: len(Kind::Writing),
-        idle: len(Kind::Idle),
-        held: len(Kind::Held),
-        streaming: len(Kind::Streaming),
-        lingering: len(Kind::AwaitFin) + len(Kind::Lingering),
-        max_conns: cfg.max_conns,
-        idle_timeout_ms,
-        buffer_bytes: buffers_held * nominal + free_bytes,
-        max_buffer_bytes: cfg.max_buffer_memory,
-        buffers_held,
-        log_dropped,
-        broker_connected: broker.connected,
-        broker_reconnects: broker.reconnects,
-        broker_gaps_filled: broker.gaps_filled,
-        broker_refused: broker.refused,
-        uptime_ms: now,
-        idle_timeout_max_ms: cfg.idle_timeout.as_millis() as u64,
-        idle_timeout_min_ms: cfg.min_idle_timeout.as_millis() as u64,
-    }
 }

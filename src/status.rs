@@ -9,9 +9,13 @@
 //! own); `/_status?workers=all` adds the other live workers' figures from
 //! the shared board (`board.rs`), each field combined by [`combine`].
 
+use crate::config::Config;
+use crate::conn::Kind;
 use crate::http::reply::push_decimal;
 use crate::metrics::Histogram;
 use crate::pubsub::PubSub;
+use crate::relay::RelayStats;
+use crate::timers::Timers;
 
 /// Monotonic counters, bumped where the event happens.
 #[derive(Default, Debug, Clone)]
@@ -173,6 +177,45 @@ pub fn render(fields: &[Field]) -> Vec<u8> {
     }
     out.extend_from_slice(b"}\n");
     out
+}
+
+/// The gauges, read from where they live: the state lists, and the pool's
+/// sets out and free bytes, the idle timeout in force and the access log's
+/// dropped lines (`copied`, in that order).
+pub(crate) fn gauges_from(
+    timers: &Timers,
+    copied: (usize, usize, u64, u64),
+    nominal: usize,
+    cfg: &Config,
+    broker: Option<RelayStats>,
+    now: u64,
+) -> Gauges {
+    let (buffers_held, free_bytes, idle_timeout_ms, log_dropped) = copied;
+    let len = |k| timers.len(k);
+    let broker = broker.unwrap_or_default();
+    Gauges {
+        active: Kind::ALL.iter().filter(|&&k| k != Kind::Closed).map(|&k| len(k)).sum(),
+        reading: len(Kind::Reading),
+        serving: len(Kind::Serving),
+        writing: len(Kind::Writing),
+        idle: len(Kind::Idle),
+        held: len(Kind::Held),
+        streaming: len(Kind::Streaming),
+        lingering: len(Kind::AwaitFin) + len(Kind::Lingering),
+        max_conns: cfg.max_conns,
+        idle_timeout_ms,
+        buffer_bytes: buffers_held * nominal + free_bytes,
+        max_buffer_bytes: cfg.max_buffer_memory,
+        buffers_held,
+        log_dropped,
+        broker_connected: broker.connected,
+        broker_reconnects: broker.reconnects,
+        broker_gaps_filled: broker.gaps_filled,
+        broker_refused: broker.refused,
+        uptime_ms: now,
+        idle_timeout_max_ms: cfg.idle_timeout.as_millis() as u64,
+        idle_timeout_min_ms: cfg.min_idle_timeout.as_millis() as u64,
+    }
 }
 
 #[cfg(test)]

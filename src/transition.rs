@@ -8,7 +8,7 @@ use log::{debug, trace};
 
 use crate::conn::Kind;
 use crate::conn::decide::{Note, decide};
-use crate::server::Server;
+use crate::server::{Server, TIMED};
 use crate::session::SubEnd;
 
 impl Server {
@@ -144,6 +144,66 @@ impl Server {
             Kind::Held => self.end_sub(key, SubEnd::Empty),
             Kind::Streaming => self.stream_tick(key),
             Kind::Serving | Kind::Closed => {}
+        }
+    }
+}
+
+impl Server {
+    /// Step 9: decide where each connection goes next.
+    pub(crate) fn settle_phase(&mut self) {
+        for i in 0..self.batch.len() {
+            let key = self.batch[i];
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.in_batch = false;
+                self.settle(key);
+            }
+        }
+    }
+
+    /// Step 10: expire the heads of the state lists.
+    pub(crate) fn expire_phase(&mut self) {
+        for kind in TIMED {
+            let timeout = self.timeout_ms(kind);
+            // Each connection at most once per turn: a handler that leaves
+            // one on the list (restarting its timer) cannot spin the loop.
+            let mut budget = self.timers.len(kind);
+            while budget > 0
+                && let Some(key) = self.timers.front(kind)
+            {
+                let since = self.timers.since(key);
+                if since.saturating_add(timeout) > self.now {
+                    break;
+                }
+                budget -= 1;
+                if !self.conns.contains(key) {
+                    // Cannot happen (records leave their list when reaped);
+                    // if it did, the list must not stall every timer behind.
+                    self.timers.leave(key);
+                    continue;
+                }
+                self.expire(key, kind);
+                if self.timers.front(kind) == Some(key) && self.timers.since(key) == since {
+                    self.timers.enter(key, kind, self.now);
+                }
+            }
+        }
+    }
+
+    /// Step 11: free the records of connections closed during the turn.
+    /// Closing late and in one place means a slab key is never reused
+    /// within one batch of events.
+    pub(crate) fn reap_phase(&mut self) {
+        let mut queued = false;
+        while let Some(key) = self.timers.front(Kind::Closed) {
+            self.timers.leave(key);
+            if let Some(conn) = self.conns.try_remove(key) {
+                queued |= conn.in_runq;
+            }
+        }
+        if queued {
+            // One pass for the whole turn's closes, not one per close.
+            let conns = &self.conns;
+            self.runq.retain(|&k| conns.contains(k));
         }
     }
 }
