@@ -12,7 +12,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use log::{debug, trace, warn};
 use mio::net::TcpStream;
@@ -20,7 +19,7 @@ use mio::{Interest, Token};
 
 use crate::conn::{Conn, Kind, ReadOnly};
 use crate::policy::SLOW_HEAD_MS;
-use crate::server::Server;
+use crate::server::{NEVER, Server};
 use crate::session::{Session, SubEnd};
 use crate::sys;
 use crate::tls::TlsSession;
@@ -177,18 +176,18 @@ impl Server {
 
     /// When the listeners next need a turn: at once while connections may
     /// wait and this worker takes them (or has yet to start deferring),
-    /// at the end of a deferral, or not at all.
-    pub(crate) fn accept_wake(&self) -> Option<Duration> {
+    /// at the end of a deferral, or not at all (`NEVER`): milliseconds.
+    pub(crate) fn accept_wake_ms(&self) -> u64 {
         if !self.listeners.any_ready() {
-            return None;
+            return NEVER;
         }
         if accept_quota(&self.door()) > 0 {
-            return Some(Duration::ZERO);
+            return 0;
         }
         // Not deferring yet (this worker filled up during the turn): one
         // more turn starts the deferral's clock.
-        let Some(since) = self.accept_deferred else { return Some(Duration::ZERO) };
-        Some(Duration::from_millis((since + ACCEPT_DEFER_MS).saturating_sub(self.now)))
+        let Some(since) = self.accept_deferred else { return 0 };
+        (since + ACCEPT_DEFER_MS).saturating_sub(self.now)
     }
 
     /// Take a new connection into a slot, making room if all are in use.

@@ -19,7 +19,6 @@
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
-use std::time::Duration;
 
 use crate::metrics::{HISTOGRAM_CELLS, Histogram};
 use crate::server::Server;
@@ -228,9 +227,11 @@ impl Server {
     /// When to wake to publish what the last turns changed: an idle worker
     /// would otherwise leave its last second unpublished until its next
     /// event.
-    pub(crate) fn publish_wake(&self) -> Option<Duration> {
-        let seat = self.seat.as_ref().filter(|s| s.behind)?;
-        Some(Duration::from_millis((seat.published + PUBLISH_MS).saturating_sub(self.now)))
+    pub(crate) fn publish_wake_ms(&self) -> u64 {
+        match self.seat.as_ref().filter(|s| s.behind) {
+            Some(seat) => (seat.published + PUBLISH_MS).saturating_sub(self.now),
+            None => crate::server::NEVER,
+        }
     }
 }
 

@@ -18,8 +18,6 @@
 //! Costs: nothing per request; per turn, one comparison; per second with
 //! feeds, one JSON render and O(feeds) writes.
 
-use std::time::Duration;
-
 use log::debug;
 
 use crate::admin;
@@ -73,11 +71,11 @@ impl Feeds {
         self.keys.is_empty()
     }
 
-    /// How long the poll may sleep before the next tick; `None` without
-    /// feeds.
+    /// How many milliseconds the poll may sleep before the next tick;
+    /// `NEVER` without feeds.
     #[inline]
-    pub fn wait(&self, now: u64) -> Option<Duration> {
-        (!self.keys.is_empty()).then(|| Duration::from_millis(self.due.saturating_sub(now)))
+    pub fn wait_ms(&self, now: u64) -> u64 {
+        if self.keys.is_empty() { crate::server::NEVER } else { self.due.saturating_sub(now) }
     }
 }
 
@@ -134,14 +132,14 @@ mod tests {
     #[test]
     fn keys_are_kept_once_and_bounded() {
         let mut f = Feeds::default();
-        assert_eq!(f.wait(0), None);
+        assert_eq!(f.wait_ms(0), crate::server::NEVER);
         assert!(f.add(3, 500));
         assert!(f.add(3, 600), "again: kept once");
-        assert_eq!((f.len(), f.wait(700)), (1, Some(Duration::from_millis(800))));
+        assert_eq!((f.len(), f.wait_ms(700)), (1, 800));
         for key in 10..10 + MAX_FEEDS - 1 {
             assert!(f.add(key, 700));
         }
         assert!(!f.add(999, 700), "full");
-        assert_eq!(f.wait(5000), Some(Duration::ZERO), "overdue: poll at once");
+        assert_eq!(f.wait_ms(5000), 0, "overdue: poll at once");
     }
 }

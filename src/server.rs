@@ -65,7 +65,10 @@ const SIGNALS: Token = Token(usize::MAX);
 /// Events taken per poll. More wait for the next turn; nothing is lost.
 const EVENTS: usize = 1024;
 /// Longest sleep while the buffer pool holds sets a trim could give back.
-const POOL_TRIM_WAKE: Duration = Duration::from_millis(1000);
+const POOL_TRIM_WAKE_MS: u64 = 1000;
+
+/// "No deadline" among the poll timeout's milliseconds.
+pub(crate) const NEVER: u64 = u64::MAX;
 /// The timed states, in the order their timers are expired.
 pub(crate) const TIMED: [Kind; 7] =
     [Kind::Reading, Kind::Writing, Kind::Idle, Kind::Held, Kind::Streaming, Kind::AwaitFin, Kind::Lingering];
@@ -119,6 +122,9 @@ pub struct Server {
     /// second instead of every turn.
     wall_due: u64,
     pub(crate) idle_timeout_ms: u64,
+    /// Live connections and buffers out when the idle timeout was last
+    /// computed.
+    idle_inputs: (usize, usize),
     /// The second of the last once-a-second chores.
     chores_secs: u64,
     pub(crate) budget: Budget,
@@ -269,6 +275,7 @@ impl Server {
             clock,
             wall_due: 0,
             idle_timeout_ms: cfg.idle_timeout.as_millis() as u64,
+            idle_inputs: (usize::MAX, usize::MAX),
             chores_secs: 0,
             budget,
             scratch: vec![0; DRAIN_BUDGET].into_boxed_slice(),
@@ -362,26 +369,30 @@ impl Server {
     /// How long the next poll may sleep: not at all while work is queued,
     /// else until the earliest deadline.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        let broker_busy = self.relay.as_ref().is_some_and(|r| r.more);
-        let mut timeout =
-            if self.runq.is_empty() && !broker_busy { self.next_deadline() } else { Some(Duration::ZERO) };
-        for wake in [self.accept_wake(), self.publish_wake()].into_iter().flatten() {
-            timeout = Some(timeout.map_or(wake, |t| t.min(wake)));
+        // Work queued: poll without waiting, nothing can be sooner.
+        if !self.runq.is_empty() || self.relay.as_ref().is_some_and(|r| r.more) {
+            return Some(Duration::ZERO);
         }
+        // Whole milliseconds from now, `NEVER` for no deadline: this runs
+        // every turn, and folding plain integers costs a fraction of
+        // folding `Option<Duration>`s.
+        let mut wait = self.next_deadline_ms();
+        if self.listeners.any_ready() {
+            wait = wait.min(self.accept_wake_ms());
+        }
+        wait = wait.min(self.publish_wake_ms());
         if self.pool.wants_trim() {
             // Wake for the once-a-second trim, or an idle server would keep
             // a burst's buffers until the next event.
-            timeout = Some(timeout.map_or(POOL_TRIM_WAKE, |t| t.min(POOL_TRIM_WAKE)));
+            wait = wait.min(POOL_TRIM_WAKE_MS);
         }
         if let Some(deadline) = self.draining {
-            let left = Duration::from_millis(deadline.saturating_sub(self.now) + 1);
-            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            wait = wait.min(deadline.saturating_sub(self.now) + 1);
         }
         if !self.feeds.is_empty() {
-            let tick = self.feeds.wait(self.now);
-            timeout = timeout.min(tick).or(tick);
+            wait = wait.min(self.feeds.wait_ms(self.now));
         }
-        timeout
+        (wait != NEVER).then(|| Duration::from_millis(wait))
     }
 
     /// One turn of the loop, polling for at most `wait`.
@@ -437,9 +448,16 @@ impl Server {
             let into_second = wall.duration_since(UNIX_EPOCH).map_or(0, |d| u64::from(d.subsec_millis()));
             self.wall_due = self.now + (999 - into_second);
         }
-        let slots = self.live() as f64 / self.cfg.max_conns as f64;
-        let memory = (self.pool.out * self.bufs_nominal) as f64 / self.cfg.max_buffer_memory as f64;
-        self.idle_timeout_ms = policy::adaptive_idle_timeout(self.timeouts_idle(), self.min_idle_ms(), slots, memory);
+        // The adaptive idle timeout depends on the slots and buffers in
+        // use alone: recomputed (in floating point) only when they moved.
+        let inputs = (self.live(), self.pool.out);
+        if inputs != self.idle_inputs {
+            self.idle_inputs = inputs;
+            let slots = inputs.0 as f64 / self.cfg.max_conns as f64;
+            let memory = (inputs.1 * self.bufs_nominal) as f64 / self.cfg.max_buffer_memory as f64;
+            self.idle_timeout_ms =
+                policy::adaptive_idle_timeout(self.timeouts_idle(), self.min_idle_ms(), slots, memory);
+        }
         if let Some(relay) = self.relay.as_mut() {
             relay.connect_if_due(self.now, self.poll.registry());
         }
@@ -480,11 +498,11 @@ impl Server {
     /// The earliest deadline among the lists' heads (each list is sorted),
     /// from the clock of the turn that just ended: a timer fires late by
     /// at most that turn's length.
-    fn next_deadline(&self) -> Option<Duration> {
+    fn next_deadline_ms(&self) -> u64 {
         let (timeouts, idle) = (&self.timeouts, self.idle_timeout_ms);
         let timers = self.timers.earliest(&TIMED, |k| if k == Kind::Idle { idle } else { timeouts[k as usize] });
-        let due = timers.min(self.relay.as_ref().and_then(|r| r.retry_at).unwrap_or(u64::MAX));
-        (due != u64::MAX).then(|| Duration::from_millis(due.saturating_sub(self.now).saturating_add(1)))
+        let due = timers.min(self.relay.as_ref().and_then(|r| r.retry_at).unwrap_or(NEVER));
+        if due == NEVER { NEVER } else { due.saturating_sub(self.now).saturating_add(1) }
     }
 
     /// What a session step needs to know about this turn.

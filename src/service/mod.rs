@@ -141,6 +141,7 @@ enum Route<'a> {
 }
 
 impl<'a> Route<'a> {
+    #[inline]
     fn of(path: &'a str) -> Route<'a> {
         if let Some(page) = admin::Page::of(path) {
             Route::Admin(page)
