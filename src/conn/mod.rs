@@ -234,6 +234,7 @@ impl Conn {
     }
 
     /// What `decide` needs to know, taking this turn's progress flags.
+    #[inline]
     pub fn facts(&mut self, input_capacity: usize, draining: bool, abortive: bool) -> Facts {
         let mut f = Facts::quiet(self.kind());
         f.draining = draining;

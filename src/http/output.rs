@@ -39,16 +39,23 @@ impl Output {
     }
 
     /// The byte buffer at the tail, where the next response bytes go.
+    /// Inlined: a response's head and body each ask for it.
+    #[inline]
     pub fn bytes(&mut self) -> &mut Vec<u8> {
         if !matches!(self.segs.back(), Some(Seg::Mem { .. })) {
-            let buf = std::mem::take(&mut self.spare);
-            self.segs.push_back(Seg::Mem { buf, pos: 0 });
+            self.start_mem_segment();
         }
         match self.segs.back_mut() {
             Some(Seg::Mem { buf, .. }) => buf,
             // Just ensured the tail is a byte segment.
             _ => unreachable!("tail segment is Mem"),
         }
+    }
+
+    /// Once per response that starts an empty queue, or after a file.
+    fn start_mem_segment(&mut self) {
+        let buf = std::mem::take(&mut self.spare);
+        self.segs.push_back(Seg::Mem { buf, pos: 0 });
     }
 
     /// As `bytes`, but a tail segment already holding `limit` bytes is left
