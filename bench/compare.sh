@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Compare linger with nginx, lighttpd and the yardstick (ceiling.c) on this
-# machine.  One command:
+# Compare linger with nginx, lighttpd, h2o and the yardstick (ceiling.c) on
+# this machine.  One command:
 #
 #   bench/compare.sh                 # 3 rounds x 5 s per run, ~10 minutes
 #   QUICK=1 bench/compare.sh         # 1 round x 2 s, smoke run
@@ -8,7 +8,7 @@
 # Environment:
 #   ROUNDS (3)  DURATION (5, seconds per run)  QUICK (unset)
 #   IDLE_CONNS (10000)  BASE_PORT (18080: linger +1, nginx +2, lighttpd +3,
-#   yardstick +4)  SERVER_CPU (0)  LOAD_CPU (1)  LINGER_BUILD (1; 0 skips
+#   yardstick +4, h2o +5)  SERVER_CPU (0)  LOAD_CPU (1)  LINGER_BUILD (1; 0 skips
 #   cargo build)  LINGER_BIN  LINGER_ARGS (extra flags for linger)
 #   YARDSTICK (path to ceiling.c)  KEEP_WORK (keep the temp dir)
 #   WIDE_PORT_RANGE ("20000 65535": the load side's ephemeral port range
@@ -30,7 +30,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 set_rounds
 IDLE_CONNS=${IDLE_CONNS:-10000}
 PIPE_DEPTH=${PIPE_DEPTH:-16}
-SERVERS=(linger nginx lighttpd yardstick)
+SERVERS=(linger nginx lighttpd h2o yardstick)
 if [[ -n ${ONLY_SERVERS:-} ]]; then
   IFS=, read -r -a SERVERS <<<"$ONLY_SERVERS"
 fi
@@ -44,6 +44,7 @@ SCENARIOS=(
   "hello-c1000|13 B file, 1000 connections|wrk|1000|/hello.txt|1|13 B, 1000 conns"
   "4k-c100|4 KiB file, 100 connections|wrk|100|/4k.bin|0|4 KiB, 100 conns"
   "100k-c100|100 KiB file, 100 connections|wrk|100|/100k.bin|0|100 KiB, 100 conns"
+  "100k-c1000|100 KiB file, 1000 connections|wrk|1000|/100k.bin|0|100 KiB, 1000 conns"
   "pipe-wrk|pipelined x$PIPE_DEPTH (wrk), 100 connections|wrk-pipe|100|/hello.txt|1|pipelined x$PIPE_DEPTH, wrk"
   "pipe-h2load|pipelined x$PIPE_DEPTH (h2load --h1), 100 connections|h2load|100|/hello.txt|1|pipelined x$PIPE_DEPTH, h2load"
   "close-c50|new connection per request, 50 connections (req/s = conn/s)|wrk-close|50|/hello.txt|0|new conn per request"
@@ -215,7 +216,7 @@ for s in "${SERVERS[@]}"; do
 done
 
 {
-  echo "# linger vs nginx vs lighttpd vs yardstick — $DATE"
+  echo "# linger vs nginx vs lighttpd vs h2o vs yardstick — $DATE"
   echo
   echo "- Date: $(date '+%F %T %z')"
   echo "- Machine: $(machine_info)"
@@ -228,7 +229,7 @@ done
   echo "- RSS: VmRSS of the server tree at the end of the run; idle memory: (RSS with $IDLE_CONNS idle keep-alive connections, each after one request − RSS before) ÷ connections, on a freshly started server"
   echo "- The yardstick (ceiling.c) answers every request with a canned 13-byte response, so it only runs the 13-byte and pipelining scenarios"
   echo "- Load generator: $PORT_RANGE_NOTE. linger lets a client that sent Connection: close close first, so TIME_WAIT lands on the client; with the default range that caps one client host near 14k new connections/s (see bench/client_limits.sh)"
-  echo "- Keep-alive limits: nginx keepalive_requests 1000000; linger --max-requests 1000000 (if this build has the flag); lighttpd 65535 requests per connection (its maximum), after which wrk reconnects"
+  echo "- Keep-alive limits: nginx keepalive_requests 1000000; linger --max-requests 1000000 (if this build has the flag); lighttpd 65535 requests per connection (its maximum), after which wrk reconnects; h2o has no per-connection request limit"
   echo "- wrk records latency once per pipelined batch, and its histogram sometimes returns 0 for high percentiles of very fast batches; such p99 values are shown as n/a"
   echo
   echo "Tools:"
@@ -260,6 +261,15 @@ done
   echo '```'
   echo "</details>"
   echo
+  if [[ -f $WORK/h2o/h2o.conf ]]; then
+    echo "<details><summary>h2o.conf</summary>"
+    echo
+    echo '```yaml'
+    cat "$WORK/h2o/h2o.conf"
+    echo '```'
+    echo "</details>"
+    echo
+  fi
   echo "<details><summary>Raw per-run figures</summary>"
   echo
   echo '```'

@@ -25,6 +25,7 @@ declare -A PORT=(
   [nginx]=$((BASE_PORT + 2))
   [lighttpd]=$((BASE_PORT + 3))
   [yardstick]=$((BASE_PORT + 4))
+  [h2o]=$((BASE_PORT + 5))
 )
 declare -A SPID=()       # server name -> pid of the process we started
 declare -A SCMD=()       # server name -> exact command line
@@ -94,6 +95,7 @@ ensure_tools() {
   command -v h2load >/dev/null || pkgs+=(nghttp2-client)
   command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || pkgs+=(nginx)
   command -v lighttpd >/dev/null || [[ -x /usr/sbin/lighttpd ]] || pkgs+=(lighttpd)
+  command -v h2o >/dev/null || pkgs+=(h2o)
   command -v perf >/dev/null || pkgs+=(linux-perf)
   command -v python3 >/dev/null || pkgs+=(python3)
   command -v taskset >/dev/null || pkgs+=(util-linux)
@@ -183,7 +185,7 @@ machine_info() {
 
 tool_versions() {
   local v
-  for v in "nginx -v" "lighttpd -v" "wrk -v" "h2load --version" "perf --version" "python3 --version"; do
+  for v in "nginx -v" "lighttpd -v" "h2o --version" "wrk -v" "h2load --version" "perf --version" "python3 --version"; do
     # some of these (wrk -v) exit non-zero after printing their version
     printf -- '- %s\n' "$($v 2>&1 | head -1 | sed 's/ Copyright.*//' || true)"
   done
@@ -370,18 +372,52 @@ mimetype.assign = (".txt" => "text/plain", ".bin" => "application/octet-stream")
 EOF
 }
 
+# h2o as the others are set up: one thread (one core, like one nginx
+# worker), no access log, sendfile-backed static files, keep-alive
+# connections kept as long as nginx's and lighttpd's (65 s).
+write_h2o_conf() {
+  local dir=$WORK/h2o
+  mkdir -p "$dir"
+  local user_line=""
+  [[ $EUID -eq 0 ]] && user_line="user: root"
+  cat >"$dir/h2o.conf" <<EOF
+$user_line
+listen:
+  host: 127.0.0.1
+  port: ${PORT[h2o]}
+num-threads: 1
+max-connections: $((NOFILE - 64))
+http1-request-timeout: 65
+pid-file: $dir/h2o.pid
+error-log: $dir/error.log
+hosts:
+  default:
+    paths:
+      /:
+        file.dir: $DOCROOT
+EOF
+}
+
 # Fill SCMD and AVAILABLE for every server; call after builds.
 prepare_servers() {
   write_nginx_conf
   write_lighttpd_conf
+  write_h2o_conf
   SCMD[linger]="$LINGER_BIN --listen 127.0.0.1:${PORT[linger]} --root $DOCROOT${LINGER_EXTRA[*]:+ ${LINGER_EXTRA[*]}}"
   SCMD[nginx]="nginx -e $WORK/nginx/error.log -c $WORK/nginx/nginx.conf"
   SCMD[lighttpd]="lighttpd -D -f $WORK/lighttpd/lighttpd.conf"
   SCMD[yardstick]="$WORK/ceiling ${PORT[yardstick]}"
+  SCMD[h2o]="h2o -c $WORK/h2o/h2o.conf"
   AVAILABLE[nginx]=${AVAILABLE[nginx]:-1}
   AVAILABLE[lighttpd]=${AVAILABLE[lighttpd]:-1}
+  if command -v h2o >/dev/null; then
+    AVAILABLE[h2o]=${AVAILABLE[h2o]:-1}
+  else
+    AVAILABLE[h2o]=0
+    WHY_NOT[h2o]="h2o is not installed"
+  fi
   local name
-  for name in linger nginx lighttpd yardstick; do
+  for name in linger nginx lighttpd yardstick h2o; do
     if port_open "${PORT[$name]}"; then
       AVAILABLE[$name]=0
       WHY_NOT[$name]="port ${PORT[$name]} already in use (set BASE_PORT)"

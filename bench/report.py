@@ -16,7 +16,8 @@ import math
 import statistics
 import sys
 
-ORDER = ["linger", "nginx", "lighttpd", "yardstick"]
+ORDER = ["linger", "nginx", "lighttpd", "h2o", "yardstick"]
+PEERS = ["nginx", "lighttpd", "h2o"]
 
 
 def num(v):
@@ -215,6 +216,8 @@ def compare(args):
     if args.svg_name:
         print()
         print(f"![{subject} ratios]({args.svg_name})")
+    if subject == "linger":
+        targets(scenarios, med_of)
 
     if args.chart_json:
         chart = {
@@ -233,6 +236,60 @@ def compare(args):
                 "groups": chart_mem})
         with open(args.chart_json, "w") as f:
             json.dump(chart, f, indent=1)
+
+
+def targets(scenarios, med_of):
+    """The performance targets, each as a ratio of medians inside this run:
+    against the yardstick, or against the best peer (nginx, lighttpd, h2o)
+    in that measure (most req/s, least CPU, lowest p99)."""
+    ids = {s["id"] for s in scenarios}
+
+    def get(sid, srv, key):
+        return med_of.get((sid, srv, key))
+
+    def best(sid, key, pick):
+        have = [(get(sid, p, key), p) for p in PEERS if get(sid, p, key) is not None]
+        return pick(have) if have else (None, None)
+
+    rows = []
+
+    def check(sid, what, mine, theirs, who, limit, lower_is_better):
+        if sid not in ids:
+            return
+        r = ratio(mine, theirs)
+        met = "n/a" if r is None else ("met" if (r <= limit if lower_is_better else r >= limit) else "not met")
+        bound = f"≤ {limit}" if lower_is_better else f"≥ {limit}"
+        rows.append([sid, what, who or "n/a", f_ratio(r), bound, met])
+
+    for sid in ("hello-c10", "hello-c100", "hello-c1000"):
+        check(sid, "CPU/request ÷ yardstick", get(sid, "linger", "cpu_us_req"),
+              get(sid, "yardstick", "cpu_us_req"), "yardstick", 1.10, True)
+    for sid in ("pipe-wrk", "pipe-h2load"):
+        check(sid, "CPU/request ÷ yardstick", get(sid, "linger", "cpu_us_req"),
+              get(sid, "yardstick", "cpu_us_req"), "yardstick", 1.6, True)
+    p99, who = best("hello-c1000", "p99_ms", min)
+    check("hello-c1000", "p99 ÷ best peer's", get("hello-c1000", "linger", "p99_ms"), p99, who, 0.8, True)
+    for sid in ("100k-c100", "100k-c1000", "close-c50"):
+        rps, who = best(sid, "rps", max)
+        check(sid, "req/s ÷ best peer's", get(sid, "linger", "rps"), rps, who, 1.1, False)
+        if sid != "close-c50":
+            cpu, who = best(sid, "cpu_us_req", min)
+            check(sid, "CPU/request ÷ best peer's", get(sid, "linger", "cpu_us_req"), cpu, who, 0.9, True)
+        p99, who = best(sid, "p99_ms", min)
+        check(sid, "p99 ÷ best peer's", get(sid, "linger", "p99_ms"), p99, who, 1.0, True)
+    for s in scenarios:
+        if s["kind"] == "idle":
+            bpc = get(s["id"], "linger", "bpc")
+            rows.append([s["id"], "bytes per idle connection", "–", "n/a" if bpc is None else f"{bpc:.0f}",
+                         "≤ 150", "n/a" if bpc is None else ("met" if bpc <= 150 else "not met")])
+    if rows:
+        print()
+        print("## Targets")
+        print()
+        print("Each a ratio of linger's median to the yardstick's, or to the best peer's in that measure "
+              "(most req/s, least CPU per request, lowest p99), inside this run.")
+        print()
+        print(table(["Scenario", "measure", "against", "ratio", "target", "verdict"], rows))
 
 
 # ------------------------------------------------------------------ fairness
@@ -343,7 +400,7 @@ def fairness(args):
     # The question the benchmark answers: does linger's ordinary-client p99
     # degrade less than each peer's?
     subject = "linger"
-    peers = [s for s in ("nginx", "lighttpd") if s in servers]
+    peers = [s for s in PEERS if s in servers]
     mine = {a["round"]: ratio(num(g["p99_ms"]), num(a["p99_ms"])) for a, g in paired(subject)}
     if mine and peers:
         print()
