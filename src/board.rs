@@ -21,7 +21,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 use crate::metrics::{HISTOGRAM_CELLS, Histogram};
-use crate::server::Server;
+use crate::server::{NEVER, Server};
 use crate::status::{self, FIELDS, Field};
 
 /// How often a busy worker publishes: `?workers=all` sees the others'
@@ -230,7 +230,7 @@ impl Server {
     pub(crate) fn publish_wake_ms(&self) -> u64 {
         match self.seat.as_ref().filter(|s| s.behind) {
             Some(seat) => (seat.published + PUBLISH_MS).saturating_sub(self.now),
-            None => crate::server::NEVER,
+            None => NEVER,
         }
     }
 }

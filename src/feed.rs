@@ -23,7 +23,7 @@ use log::debug;
 use crate::admin;
 use crate::policy::{SUB_MAX_QUEUE, SUB_SEGMENT};
 use crate::pubsub::{self, ChannelId};
-use crate::server::Server;
+use crate::server::{NEVER, Server};
 use crate::status;
 
 /// The pseudo-channel of status feeds: channel ids are slab keys, dense
@@ -75,7 +75,7 @@ impl Feeds {
     /// `NEVER` without feeds.
     #[inline]
     pub fn wait_ms(&self, now: u64) -> u64 {
-        if self.keys.is_empty() { crate::server::NEVER } else { self.due.saturating_sub(now) }
+        if self.keys.is_empty() { NEVER } else { self.due.saturating_sub(now) }
     }
 }
 
@@ -132,7 +132,7 @@ mod tests {
     #[test]
     fn keys_are_kept_once_and_bounded() {
         let mut f = Feeds::default();
-        assert_eq!(f.wait_ms(0), crate::server::NEVER);
+        assert_eq!(f.wait_ms(0), NEVER);
         assert!(f.add(3, 500));
         assert!(f.add(3, 600), "again: kept once");
         assert_eq!((f.len(), f.wait_ms(700)), (1, 800));

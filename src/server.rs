@@ -376,11 +376,7 @@ impl Server {
         // Whole milliseconds from now, `NEVER` for no deadline: this runs
         // every turn, and folding plain integers costs a fraction of
         // folding `Option<Duration>`s.
-        let mut wait = self.next_deadline_ms();
-        if self.listeners.any_ready() {
-            wait = wait.min(self.accept_wake_ms());
-        }
-        wait = wait.min(self.publish_wake_ms());
+        let mut wait = self.next_deadline_ms().min(self.accept_wake_ms()).min(self.publish_wake_ms());
         if self.pool.wants_trim() {
             // Wake for the once-a-second trim, or an idle server would keep
             // a burst's buffers until the next event.
